@@ -1,0 +1,22 @@
+"""Layers: the octave representation lives here and nowhere else."""
+from .octave import (
+    OctBatchNorm,
+    OctMaxPool3d,
+    OctReLU,
+    OctTensor,
+    apply_per_branch,
+    check_octave_sizes,
+    is_octave,
+    low_size,
+    make_norm,
+    oct_add,
+    spatial_pool2x,
+    split_channels,
+)
+from .octconv import OctConv2d, OctConv3d, reference_mode, upsample_to
+
+__all__ = [
+    "OctConv3d", "OctConv2d", "OctBatchNorm", "OctReLU", "OctMaxPool3d", "OctTensor",
+    "apply_per_branch", "check_octave_sizes", "is_octave", "low_size", "make_norm",
+    "oct_add", "reference_mode", "spatial_pool2x", "split_channels", "upsample_to",
+]

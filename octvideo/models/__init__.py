@@ -1,0 +1,7 @@
+"""Models: architecture tables (arch.py) driving one ResNet builder (resnet.py)."""
+from .arch import ARCHS, ArchSpec, display_name, get_arch
+from .build import build_model
+from .nonlocal_block import NonLocal3d, OctNonLocal3d
+from .resnet import ResNet
+
+__all__ = ["ARCHS", "ArchSpec", "ResNet", "build_model", "display_name", "get_arch", "NonLocal3d", "OctNonLocal3d"]
