@@ -48,13 +48,20 @@ def check_octave_sizes(high: torch.Tensor, low: torch.Tensor) -> None:
 
 
 def spatial_pool2x(x: torch.Tensor) -> torch.Tensor:
-    """2x2 spatial average pool, stride 2, ceil mode (odd sizes keep their border).
+    """2x2 spatial average pool, stride 2; an odd border averages only the pixels it has.
 
-    Works for (N, C, H, W) and (N, C, T, H, W); the time axis is untouched.
+    Works for (N, C, H, W) and (N, C, T, H, W); the time axis is untouched. Odd sizes are
+    replicate-padded by one pixel first, which gives exactly the mean of the valid pixels of
+    each border window (what ``ceil_mode=True`` computes) and also works for 1x1 maps,
+    where ceil-mode pooling refuses a kernel larger than the input.
     """
+    h, w = x.shape[-2], x.shape[-1]
+    if h % 2 or w % 2:
+        pad = (0, w % 2, 0, h % 2) + ((0, 0) if x.dim() == 5 else ())
+        x = F.pad(x, pad, mode="replicate")
     if x.dim() == 5:
-        return F.avg_pool3d(x, (1, 2, 2), (1, 2, 2), ceil_mode=True)
-    return F.avg_pool2d(x, 2, 2, ceil_mode=True)
+        return F.avg_pool3d(x, (1, 2, 2), (1, 2, 2))
+    return F.avg_pool2d(x, 2, 2)
 
 
 def is_octave(x: OctTensor) -> bool:
@@ -131,7 +138,9 @@ class OctMaxPool3d(nn.Module):
 
     def __init__(self, kernel_size, stride, padding=0):
         super().__init__()
-        self.pool = nn.MaxPool3d(kernel_size, stride, padding)
+        # ceil_mode: a clip shorter than the kernel (T=1) still gives one frame; for the
+        # even clip lengths of the published models (T=8) it changes nothing.
+        self.pool = nn.MaxPool3d(kernel_size, stride, padding, ceil_mode=True)
         ks = self.pool.kernel_size if isinstance(self.pool.kernel_size, tuple) else (self.pool.kernel_size,) * 3
         st = self.pool.stride if isinstance(self.pool.stride, tuple) else (self.pool.stride,) * 3
         if tuple(ks[1:]) != (1, 1) or tuple(st[1:]) != (1, 1):

@@ -60,7 +60,8 @@ _ZERO_OPS = [
     "aten::mean", "aten::cat", "aten::expand", "aten::expand_as", "aten::slice", "aten::view",
     "aten::reshape", "aten::flatten", "aten::split", "aten::split_with_sizes", "aten::dropout",
     "aten::narrow", "aten::copy_", "aten::contiguous", "aten::unsqueeze", "aten::select",
-    "aten::as_strided", "aten::clone", "aten::permute", "aten::transpose",
+    "aten::as_strided", "aten::clone", "aten::permute", "aten::transpose", "aten::pad",
+    "aten::replication_pad2d", "aten::replication_pad3d", "aten::constant_pad_nd", "aten::einsum_",
 ]
 
 
