@@ -1,0 +1,142 @@
+"""The multi-view test (10 temporal clips x 3 crops by default) behind tools/test_net.py.
+
+Each dataset item holds all views of one video, decoded once: (V, C, T, H, W). Views go
+through the model in chunks of ``TEST.VIEW_BATCH_SIZE`` (0 = the whole batch at once);
+softmax scores are averaged per video; predictions are gathered across processes.
+"""
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from octvideo.models import build_model
+
+from . import distributed as du
+from .logger import Progress, setup_logging
+from .metrics import confusion_matrix, mean_class_accuracy
+from .plots import plot_confusion_matrix
+from .trainer import autocast_context
+
+
+@torch.no_grad()
+def video_scores(model: nn.Module, views: torch.Tensor, view_batch_size: int, cfg, device) -> torch.Tensor:
+    """(B, V, C, T, H, W) views -> (B, num_classes) softmax averaged over the V views."""
+    b, v = views.shape[:2]
+    flat = views.reshape(b * v, *views.shape[2:])
+    chunk = view_batch_size if view_batch_size > 0 else flat.shape[0]
+    probs = []
+    for start in range(0, flat.shape[0], chunk):
+        x = flat[start:start + chunk].to(device, non_blocking=True)
+        with autocast_context(cfg, device):
+            probs.append(model(x).float().softmax(dim=1).cpu())
+    return torch.cat(probs).reshape(b, v, -1).mean(dim=1)
+
+
+@torch.no_grad()
+def multi_view_predict(model: nn.Module, loader, cfg, device, logger) -> Dict:
+    """Scores of every video this process sees, plus the failures the loader reported."""
+    model.eval()
+    indices: List[int] = []
+    labels: List[int] = []
+    scores: List[np.ndarray] = []
+    failed: List[Dict] = []
+    progress = Progress(len(loader), "test", logger, cfg.LOG_PERIOD)
+    for batch in loader:
+        failed.extend(batch.get("failed", []))
+        if batch["inputs"].shape[0] > 0:
+            s = video_scores(model, batch["inputs"], cfg.TEST.VIEW_BATCH_SIZE, cfg, device)
+            scores.extend(s.numpy())
+            indices.extend(int(i) for i in batch["indices"])
+            labels.extend(int(y) for y in batch["labels"])
+        progress.update(videos=len(indices), failed=len(failed))
+    progress.close()
+    return {"indices": indices, "labels": labels, "scores": scores, "failed": failed}
+
+
+def summarise(parts: Sequence[Dict], class_names: Sequence[str], paths: Sequence[str]) -> Dict:
+    """Merge per-process predictions (a distributed sampler repeats a few videos) and score them."""
+    by_index: Dict[int, tuple] = {}
+    failed: Dict[int, Dict] = {}
+    for part in parts:
+        for i, y, s in zip(part["indices"], part["labels"], part["scores"]):
+            by_index[i] = (y, s)
+        for f in part["failed"]:
+            failed[int(f["index"])] = f
+    order = sorted(by_index)
+    num_classes = len(class_names)
+    if order:
+        labels = np.array([by_index[i][0] for i in order])
+        scores = np.stack([by_index[i][1] for i in order])
+        top5 = np.argsort(-scores, axis=1)[:, :5]
+        preds = top5[:, 0]
+        top1 = float((preds == labels).mean() * 100)
+        top5_acc = float((top5 == labels[:, None]).any(axis=1).mean() * 100)
+        cm = confusion_matrix(preds, labels, num_classes)
+        mca = mean_class_accuracy(cm) * 100
+    else:
+        labels = preds = np.zeros(0, dtype=int)
+        scores = np.zeros((0, num_classes))
+        top5 = np.zeros((0, 5), dtype=int)
+        top1 = top5_acc = mca = float("nan")
+        cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    predictions = []
+    for row, i in enumerate(order):
+        predictions.append({
+            "index": i, "path": paths[i] if i < len(paths) else "", "label": class_names[labels[row]],
+            "top5": [[class_names[c], round(float(scores[row, c]), 6)] for c in top5[row]],
+        })
+    return {
+        "top1": top1, "top5": top5_acc, "mean_class_accuracy": mca, "num_videos": len(order),
+        "num_failed": len(failed), "failed": sorted(failed.values(), key=lambda f: f["index"]),
+        "confusion_matrix": cm, "predictions": predictions,
+    }
+
+
+def run_test(cfg, model: Optional[nn.Module] = None, class_names: Optional[List[str]] = None,
+             logger=None, device: Optional[torch.device] = None, checkpoint_path: str = "") -> Dict:
+    """The full multi-view test; writes test_results.json, test_predictions.json and the confusion matrix PNG."""
+    from octvideo import checkpoint as cu
+    from octvideo import data as data_lib
+
+    out = cfg.OUTPUT_DIR
+    if device is None:
+        device = du.init_from_env(du.resolve_device(cfg.DEVICE))
+    if logger is None:
+        logger = setup_logging(out)
+    if model is None:
+        checkpoint_path = checkpoint_path or cfg.TEST.CHECKPOINT_FILE_PATH or (cu.find_last_checkpoint(out) or "")
+        if not checkpoint_path:
+            raise FileNotFoundError(f"no checkpoint to test: set TEST.CHECKPOINT_FILE_PATH or train into {out} first")
+        model = build_model(cfg).to(device)
+        info = cu.load_checkpoint(checkpoint_path, model)
+        class_names = class_names or info.get("class_names")
+    dataset = data_lib.build_dataset(cfg, "test")
+    class_names = list(class_names or dataset.class_names)
+    loader = data_lib.build_loader(cfg, "test", dataset)
+    views = cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS
+    logger.info(f"testing {len(dataset)} videos x {views} views ({cfg.TEST.NUM_ENSEMBLE_VIEWS} clips x {cfg.TEST.NUM_SPATIAL_CROPS} crops)")
+    part = multi_view_predict(model, loader, cfg, device, logger)
+    parts = du.all_gather_objects(part)
+    result = summarise(parts, class_names, list(dataset.paths))
+    summary = {k: result[k] for k in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed")}
+    summary.update(
+        views=views, num_ensemble_views=cfg.TEST.NUM_ENSEMBLE_VIEWS, num_spatial_crops=cfg.TEST.NUM_SPATIAL_CROPS,
+        checkpoint=checkpoint_path or "(model in memory after training)", num_classes=len(class_names),
+        failed_videos=result["failed"],
+    )
+    if du.is_main_process():
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "test_results.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        with open(os.path.join(out, "test_predictions.json"), "w") as f:
+            json.dump(result["predictions"], f, indent=1)
+        plot_confusion_matrix(result["confusion_matrix"], class_names, os.path.join(out, "plots", "confusion_matrix.png"))
+        logger.info(
+            f"test: top-1 {summary['top1']:.2f}%, top-5 {summary['top5']:.2f}%, mean class accuracy "
+            f"{summary['mean_class_accuracy']:.2f}% on {summary['num_videos']} videos "
+            f"({summary['num_failed']} failed to decode); {os.path.join(out, 'test_results.json')}"
+        )
+    return summary
