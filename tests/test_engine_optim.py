@@ -1,0 +1,66 @@
+"""Optimizer parameter groups, learning-rate schedule, non-finite loss, metrics."""
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from octvideo.config import get_cfg
+from octvideo.engine.metrics import confusion_matrix, mean_class_accuracy, topk_correct
+from octvideo.engine.optim import build_optimizer, lr_at
+from octvideo.engine.trainer import NonFiniteLossError, make_scaler, train_one_epoch
+from octvideo.models import build_model
+
+
+def test_no_weight_decay_on_batchnorm_and_biases(small_cfg):
+    cfg = small_cfg("i3d_nl", 0.25)
+    model = build_model(cfg)
+    opt = build_optimizer(cfg, model)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == cfg.SOLVER.WEIGHT_DECAY and no_decay["weight_decay"] == 0.0
+    bn_and_bias = {id(p) for n, p in model.named_parameters() if n.endswith(".bias") or ".bn" in n or n.startswith("stem.bn")}
+    assert {id(p) for p in no_decay["params"]} == bn_and_bias
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert opt.defaults["nesterov"] is True
+
+
+def test_cosine_with_warmup():
+    cfg = get_cfg()
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_EPOCH, cfg.SOLVER.WARMUP_EPOCHS, cfg.SOLVER.WARMUP_START_LR = 0.4, 10, 2.0, 0.04
+    cosine = lambda e: 0.4 * (1 + math.cos(math.pi * e / 10)) / 2  # noqa: E731
+    assert lr_at(cfg, 0.0) == pytest.approx(0.04)
+    assert lr_at(cfg, 1.0) == pytest.approx(0.04 + (cosine(2.0) - 0.04) / 2)
+    assert lr_at(cfg, 2.0) == pytest.approx(cosine(2.0))
+    assert lr_at(cfg, 5.0) == pytest.approx(0.2)
+    assert lr_at(cfg, 10.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_steps_schedule():
+    cfg = get_cfg()
+    cfg.SOLVER.LR_POLICY, cfg.SOLVER.BASE_LR = "steps", 0.01
+    cfg.SOLVER.STEPS, cfg.SOLVER.LRS, cfg.SOLVER.WARMUP_EPOCHS = [0, 40, 67], [1.0, 0.1, 0.01], 0.0
+    assert [lr_at(cfg, e) for e in (0, 39.9, 40, 66.9, 67, 79)] == pytest.approx([0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4])
+    cfg.SOLVER.LRS = [1.0]
+    with pytest.raises(ValueError, match="SOLVER.STEPS"):
+        lr_at(cfg, 1)
+
+
+def test_non_finite_loss_stops_naming_the_iteration(small_cfg):
+    cfg = small_cfg("c2d", 0.0)
+    model = build_model(cfg)
+    batches = [{"inputs": torch.randn(2, 3, 2, 32, 32), "labels": torch.tensor([0, 1]), "indices": torch.tensor([0, 1])} for _ in range(3)]
+    batches[2]["inputs"][0, 0, 0, 0, 0] = float("nan")
+    opt = build_optimizer(cfg, model)
+    with pytest.raises(NonFiniteLossError, match="iteration 3"):
+        train_one_epoch(model, batches, opt, make_scaler(cfg, torch.device("cpu")), cfg, 0, torch.device("cpu"), logging.getLogger("t"))
+
+
+def test_metrics():
+    scores = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 1, 0])
+    assert topk_correct(scores, labels, (1, 2, 5)) == {1: 1, 2: 2, 5: 3}
+    cm = confusion_matrix(np.array([1, 0, 2, 0]), np.array([1, 2, 0, 0]), 3)
+    assert cm.tolist() == [[1, 0, 1], [0, 1, 0], [1, 0, 0]]
+    assert mean_class_accuracy(cm) == pytest.approx((0.5 + 1.0 + 0.0) / 3)
