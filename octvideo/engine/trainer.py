@@ -47,7 +47,13 @@ def set_rng_state(state: Optional[Dict]) -> None:
 
 
 def autocast_context(cfg, device: torch.device, logger=None):
-    """Mixed precision per TRAIN.MIXED_PRECISION: fp16 (CUDA), bf16 (CUDA or CPU), none."""
+    """Mixed precision per TRAIN.MIXED_PRECISION: fp16 (CUDA), bf16 (CUDA or CPU), none.
+
+    Known PyTorch bug (torch 2.14/2.15, CPU, bf16 autocast): the Conv3d weight gradient is wrong
+    (huge or NaN) when the clip has fewer frames than about twice the temporal kernel, e.g. a
+    3x1x1 kernel on 2 frames or the 5x7x7 I3D stem on 2-4 frames. The published 8-frame clips
+    are not affected; for shorter clips on the CPU train in fp32 (MIXED_PRECISION none).
+    """
     mode = cfg.TRAIN.MIXED_PRECISION
     if mode == "none":
         return contextlib.nullcontext()
