@@ -24,9 +24,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = load_config(args.cfg_file, args.opts)
     results = predict_videos(cfg, args.checkpoint, args.videos)
+    failed = any("error" in r for r in results)  # exit status 1 when a video could not be decoded
     if args.json:
         print(json.dumps(results, indent=1))
-        return 0
+        return int(failed)
     for r in results:
         print(r["video"])
         if "error" in r:
@@ -34,7 +35,7 @@ def main(argv=None):
             continue
         for name, prob in r["top5"]:
             print(f"  {prob:7.2%}  {name}")
-    return 1 if any("error" in r for r in results) else 0
+    return int(failed)
 
 
 if __name__ == "__main__":
