@@ -84,6 +84,9 @@ _C.DATA_LOADER = CfgNode()
 _C.DATA_LOADER.NUM_WORKERS = 8
 # Pin host memory (useful with CUDA).
 _C.DATA_LOADER.PIN_MEMORY = True
+# Decoder threads per video (decord / PyAV). 1 inside DataLoader workers: decord's own
+# default (one thread per core in every worker) oversubscribes the CPU.
+_C.DATA_LOADER.DECODER_THREADS = 1
 
 # ---------------------------------------------------------------------------- #
 # Training

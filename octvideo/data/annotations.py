@@ -126,7 +126,7 @@ def _read_official(file: str, text: str, *, split: str, video_root: str) -> Anno
             stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
         except (TypeError, ValueError):
             raise ValueError(f"{file}:{lineno}: bad time_start/time_end in {row}") from None
-        path = _pick(index.get(stem, []), split_dirs)
+        path = _pick(index.get(stem, []), split_dirs, root=video_root)
         # Unlabelled test sets (Kinetics-600 test.csv has no label column) get label "".
         ann.raw_labels.append((row.get("label") or "").strip())
         ann.paths.append(path or os.path.join(video_root, split_dirs[0], stem + ".mp4"))
@@ -161,13 +161,17 @@ def _index_videos(root: str, max_depth: int = 3) -> Dict[str, List[str]]:
     return index
 
 
-def _pick(candidates: List[str], split_dirs: Sequence[str]) -> Optional[str]:
-    """Prefer a candidate inside a folder named like the split; then the first (sorted)."""
+def _pick(candidates: List[str], split_dirs: Sequence[str], *, root: str) -> Optional[str]:
+    """Prefer a candidate inside a folder named like the split; then the first (sorted).
+
+    Only the folders below ``root`` count: a root that happens to sit in ".../train/..."
+    must not make every video look like a training video.
+    """
     if not candidates:
         return None
     candidates = sorted(candidates)
     for c in candidates:
-        parts = set(os.path.normpath(c).split(os.sep)[:-1])
+        parts = set(os.path.normpath(os.path.relpath(c, root)).split(os.sep)[:-1])
         if parts.intersection(split_dirs):
             return c
     return candidates[0]

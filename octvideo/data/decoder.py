@@ -32,6 +32,7 @@ __all__ = [
     "decode_frames",
     "probe_video",
     "available_backends",
+    "check_backend",
     "BACKENDS",
 ]
 
@@ -69,6 +70,17 @@ def available_backends() -> List[str]:
         except ImportError:
             pass
     return out
+
+
+def check_backend(backend: str) -> None:
+    """Raise ValueError naming DATA.DECODER when ``backend`` is unknown or not installed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"DATA.DECODER must be one of {list(BACKENDS)}; got {backend!r}")
+    if backend not in available_backends():
+        raise ValueError(
+            f"DATA.DECODER {backend!r} is not installed here (decord wheels exist for x86-64 Linux only); "
+            f"installed: {available_backends()}"
+        )
 
 
 def _check_file(path: str) -> None:
@@ -182,6 +194,11 @@ def _decode_pyav(path: str, indices: Indices, num_threads: int) -> DecodedVideo:
     missing = [int(i) for i in np.unique(idx) if int(i) not in frames_by_index]
     if missing:
         raise VideoDecodeError(path, f"frames {missing[:5]} could not be decoded (truncated or corrupt file)")
+    shapes = {frames_by_index[int(i)].shape for i in idx}
+    if len(shapes) > 1:
+        # A mid-stream resolution change: clips must have one size, and np.stack would
+        # fail with an error that does not name the file.
+        raise VideoDecodeError(path, f"frame size changes inside the video ({sorted(shapes)})")
     frames = np.stack([frames_by_index[int(i)] for i in idx])
     return DecodedVideo(frames=_check_frames(frames, path, len(idx)), fps=fps, num_frames=len(pts))
 

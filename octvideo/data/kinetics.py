@@ -28,8 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+try:  # POSIX: serialises appends to bad_videos.txt across workers and ranks
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
 from . import annotations as ann_mod
-from .decoder import VideoDecodeError, decode_frames
+from .decoder import VideoDecodeError, check_backend, decode_frames
 from .sampling import centre_clip_start, clip_indices, clip_starts_uniform, frame_step, random_clip_start
 from .transforms import (
     centre_crop,
@@ -89,7 +94,7 @@ class ClipConfig:
             num_spatial_crops=int(cfg.TEST.NUM_SPATIAL_CROPS),
             num_retries=int(cfg.DATA.NUM_RETRIES),
             seed=int(cfg.RNG_SEED),
-            decoder_threads=int(getattr(cfg.DATA_LOADER, "DECODER_THREADS", 1)),
+            decoder_threads=int(cfg.DATA_LOADER.DECODER_THREADS),
         )
 
     def check(self) -> None:
@@ -112,6 +117,11 @@ class ClipConfig:
             raise ValueError(f"TEST.NUM_ENSEMBLE_VIEWS must be >= 1; got {self.num_ensemble_views}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"DATA.MEAN and DATA.STD need 3 values (RGB); got {self.mean}, {self.std}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"DATA.STD must be positive; got {list(self.std)}")
+        if self.decoder_threads < 1:
+            raise ValueError(f"DATA_LOADER.DECODER_THREADS must be >= 1; got {self.decoder_threads}")
+        check_backend(self.decoder)
 
     @property
     def num_views(self) -> int:
@@ -119,10 +129,12 @@ class ClipConfig:
 
 
 class BadVideoLog:
-    """Reports each unusable video once per process and appends it to ``bad_videos.txt``.
+    """Reports each unusable video once and appends it to ``bad_videos.txt``.
 
-    Any rank or worker may append (one line per file, append mode); the file is read back
-    first so a video already listed by another worker is not listed twice.
+    Every DataLoader worker (and every rank) holds its own copy of this object, and
+    workers are re-created each epoch, so "once" is decided by the file itself: under an
+    exclusive lock, a video already listed there is neither logged nor written again.
+    Without a file, each process reports a video once.
     """
 
     def __init__(self, path: Optional[str]):
@@ -133,20 +145,38 @@ class BadVideoLog:
         if video in self.seen:
             return
         self.seen.add(video)
-        logger.warning("unusable video %s: %s", video, error)
-        if not self.path:
-            return
-        try:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            listed = set()
-            if os.path.isfile(self.path):
-                with open(self.path, encoding="utf-8") as f:
-                    listed = {ln.split("\t", 1)[0] for ln in f.read().splitlines()}
-            if video not in listed:
-                with open(self.path, "a", encoding="utf-8") as f:
-                    f.write(f"{video}\t{error}\n")
-        except OSError as e:  # a read-only OUTPUT_DIR must not stop training
-            logger.warning("cannot write %s: %s", self.path, e)
+        if self.path:
+            try:
+                if not self._append_if_new(video, error):
+                    return  # listed by another worker, rank or epoch: already reported
+            except OSError as e:  # a read-only OUTPUT_DIR must not stop training
+                logger.warning("cannot write %s: %s", self.path, e)
+        logger.warning("unusable video %s: %s (skipped; listed in %s)", video, error, self.path or "no file")
+
+    def _append_if_new(self, video: str, error: str) -> bool:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "a+", encoding="utf-8") as f:
+            _lock(f)
+            try:
+                f.seek(0)
+                listed = {ln.split("\t", 1)[0] for ln in f.read().splitlines()}
+                if video in listed:
+                    return False
+                f.write(f"{video}\t{error}\n")
+                f.flush()
+                return True
+            finally:
+                _unlock(f)
+
+
+def _lock(f) -> None:
+    if fcntl is not None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+
+
+def _unlock(f) -> None:
+    if fcntl is not None:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 class KineticsDataset(Dataset):
@@ -205,25 +235,34 @@ class KineticsDataset(Dataset):
 
     # ------------------------------------------------------------------ train / val
     def _get_clip_with_retries(self, index: int) -> Dict:
-        """A clip of ``index``; an unusable video is replaced by another (bounded retries)."""
+        """A clip of ``index``; an unusable video is replaced by another (bounded retries).
+
+        Substitutes come from a fixed random sequence per (seed, epoch, index): the first
+        usable video in it is returned, so the result does not depend on which worker
+        already knows which videos are bad. Known-bad videos are skipped without decoding
+        and do not use up DATA.NUM_RETRIES; at most NUM_RETRIES + 1 videos are decoded.
+        """
         tried: List[str] = []
         current = index
-        for attempt in range(self.clip.num_retries + 1):
+        max_draws = 20 * (self.clip.num_retries + 1)  # bounds the skipping of known-bad videos
+        for draw in range(max_draws):
             path = self.paths[current]
             if path not in self.bad_videos.seen:
                 try:
-                    inputs = self.load_clip(path, rng=self._rng(index, attempt), train=self.split == "train")
+                    inputs = self.load_clip(path, rng=self._rng(index, draw), train=self.split == "train")
                     return {"inputs": inputs, "labels": self.labels[current], "indices": current}
                 except VideoDecodeError as e:
                     self.bad_videos.report(path, e.reason)
-            tried.append(path)
+                tried.append(path)
+                if len(tried) > self.clip.num_retries:
+                    break
             if len(self.paths) == 1:
                 break
-            # Deterministic replacement: same seed/epoch/index -> same substitute.
-            current = int(self._rng(index, attempt + 1_000_003).integers(0, len(self.paths)))
+            current = int(self._rng(index, draw + 1_000_003).integers(0, len(self.paths)))
         raise RuntimeError(
-            f"no usable video after {len(tried)} tries (DATA.NUM_RETRIES={self.clip.num_retries}) "
-            f"starting from index {index}; tried: {tried[:5]}{' ...' if len(tried) > 5 else ''}"
+            f"no usable video after decoding {len(tried)} (DATA.NUM_RETRIES={self.clip.num_retries}) "
+            f"starting from index {index}: {tried[:5]}{' ...' if len(tried) > 5 else ''}; see the warnings "
+            f"and {self.bad_videos.path or 'the log'}"
         )
 
     def load_clip(self, path: str, *, rng: np.random.Generator, train: bool) -> torch.Tensor:

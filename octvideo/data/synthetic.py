@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["make_synthetic_dataset", "write_video", "class_motions", "RECOMMENDED_CFG"]
+__all__ = ["make_synthetic_dataset", "write_video", "write_unusable_videos", "class_motions", "RECOMMENDED_CFG"]
 
 # name -> (dx, dy) in units of the speed; "sideways"/"diagonal" classes move left OR
 # right at random, so every class is its own mirror image and DATA.RANDOM_FLIP may stay on.
@@ -89,8 +89,14 @@ def render_frames(
     width: int,
     height: int,
     num_frames: int,
+    noise: float = 12.0,
 ) -> np.ndarray:
-    """uint8 [num_frames, height, width, 3]: one shape moving by ``velocity`` px/frame, wrapped."""
+    """uint8 [num_frames, height, width, 3]: one shape moving by ``velocity`` px/frame, wrapped.
+
+    ``noise``: std (grey levels) of Gaussian background noise drawn afresh for every frame:
+    the moving shape must be told apart from changing texture, and the files get a bit
+    rate closer to real videos (it matters for decoding benchmarks).
+    """
     size = int(rng.integers(max(6, min(width, height) // 6), max(7, min(width, height) // 3)))
     mask = _shape_mask(str(rng.choice(["disc", "square", "triangle"])), size)
     bg = rng.integers(0, 256, size=3)
@@ -102,8 +108,7 @@ def render_frames(
     ys, xs = np.nonzero(mask)
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
     for t in range(num_frames):
-        noise = rng.normal(0.0, 12.0, size=(height, width, 1))
-        frame = np.clip(bg[None, None, :] + noise, 0, 255)
+        frame = np.clip(bg[None, None, :] + rng.normal(0.0, noise, size=(height, width, 1)), 0, 255)
         x = int(round(x0 + velocity[0] * t))
         y = int(round(y0 + velocity[1] * t))
         frame[(ys + y) % height, (xs + x) % width] = fg
@@ -131,20 +136,74 @@ def write_video(
     with av.open(path, mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        # One thread: x264's output is then a pure function of the input (determinism).
+        # One thread: x264's output depends on its thread count, which defaults to the core count.
         stream.codec_context.thread_count = 1
         if gop is not None:
             stream.codec_context.gop_size = gop
-        opts = {"preset": "veryfast", "crf": "23"} if codec == "libx264" else {}
+        # mbtree=0: x264's macroblock-tree rate control gave different bitstreams from run
+        # to run on the same frames (one thread; not with its assembly disabled), and the
+        # same seed must give the same videos.
+        opts = {"preset": "veryfast", "crf": "23", "x264-params": "mbtree=0"} if codec == "libx264" else {}
         opts.update(options or {})
         stream.options = opts
         fmt = "gray" if c == 1 else "rgb24"
         for t in range(n):
             img = frames[t, :, :, 0] if c == 1 else frames[t]
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=fmt)
+            frame.pts = t
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
+
+
+def _write_tone(container, *, codec: str = "aac", rate: int = 16000) -> None:
+    """Add an audio stream with 1 s of a 440 Hz tone to an open PyAV output container."""
+    import av
+
+    stream = container.add_stream(codec, rate=rate)
+    t = np.arange(rate) / rate
+    samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+    frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+    frame.sample_rate = rate
+    for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+
+
+def write_unusable_videos(out_dir: str) -> Dict[str, str]:
+    """Write one file of each kind no decoder can use; returns {kind: path}.
+
+    Kinds: zero_byte, missing (the path only), truncated (an mp4 cut in half: its index
+    was at the end), garbage (random bytes), audio_only, zero_frames (a Matroska file whose
+    video track has no frames). For checking that a pipeline replaces or reports them.
+    """
+    import av
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, k + ".mp4") for k in ("zero_byte", "missing", "truncated", "garbage", "audio_only")}
+    open(paths["zero_byte"], "wb").close()
+    if os.path.exists(paths["missing"]):
+        os.remove(paths["missing"])
+    frames = render_frames(rng=np.random.default_rng(0), velocity=(2.0, 0.0), width=64, height=48, num_frames=30)
+    whole = os.path.join(out_dir, "_whole.mp4")
+    write_video(whole, frames)
+    with open(whole, "rb") as f:
+        data = f.read()
+    os.remove(whole)
+    with open(paths["truncated"], "wb") as f:
+        f.write(data[: len(data) // 2])
+    with open(paths["garbage"], "wb") as f:
+        f.write(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with av.open(paths["audio_only"], "w") as container:
+        _write_tone(container)
+    # mp4 drops a video track without frames; Matroska keeps it.
+    paths["zero_frames"] = os.path.join(out_dir, "zero_frames.mkv")
+    with av.open(paths["zero_frames"], "w") as container:
+        video = container.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        _write_tone(container)
+    return paths
 
 
 def _youtube_id(rng: np.random.Generator) -> str:
@@ -172,6 +231,7 @@ def make_synthetic_dataset(
     num_frames: int = 48,
     fps: int = 30,
     speed: float = 2.0,
+    noise: float = 12.0,
     split_fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2),
     progress: bool = False,
 ) -> Dict:
@@ -198,14 +258,14 @@ def make_synthetic_dataset(
                 yid = _youtube_id(rng)
                 rel = f"videos/{split}/{name}/{yid}_{0:06d}_{duration:06d}.mp4"
                 jobs.append((rel, name, yid, velocity, int(rng.integers(0, 2**31 - 1)), split))
-    iterator = jobs
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(jobs, desc="synthetic videos", unit="video")
-    for rel, name, yid, velocity, vseed, split in iterator:
+    for rel, name, yid, velocity, vseed, split in _progress(jobs, progress):
         frames = render_frames(
-            rng=np.random.default_rng(vseed), velocity=velocity, width=width, height=height, num_frames=num_frames
+            rng=np.random.default_rng(vseed),
+            velocity=velocity,
+            width=width,
+            height=height,
+            num_frames=num_frames,
+            noise=noise,
         )
         write_video(os.path.join(out_dir, rel), frames, fps=fps)
         rows[split].append((rel, name, yid))
@@ -222,6 +282,25 @@ def make_synthetic_dataset(
         "paths": {s: [os.path.join(out_dir, r[0]) for r in rs] for s, rs in rows.items()},
         "seconds": time.time() - t0,
     }
+
+
+def _progress(jobs: List, enabled: bool):
+    """A tqdm bar on a terminal, a line every ~10% otherwise (logs, CI), nothing if disabled."""
+    import sys
+
+    if not enabled:
+        yield from jobs
+        return
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(jobs, desc="synthetic videos", unit="video")
+        return
+    every = max(1, len(jobs) // 10)
+    for i, job in enumerate(jobs, 1):
+        yield job
+        if i % every == 0 or i == len(jobs):
+            print(f"synthetic videos: {i}/{len(jobs)}", flush=True)
 
 
 def _write_annotations(out_dir: str, rows: Dict[str, List[Tuple[str, str, str]]], *, duration: int) -> None:
