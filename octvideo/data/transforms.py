@@ -10,7 +10,7 @@ pytorchvideo.transforms is not used: it does not import with current torchvision
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -81,13 +81,25 @@ def spatial_crop_offsets(*, height: int, width: int, size: int, num_crops: int) 
     return [(ctop, 0), (ctop, cleft), (ctop, width - size)]
 
 
-def normalise(frames: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 [..., T, 3, H, W] -> float32 [..., 3, T, H, W], (x / 255 - mean) / std."""
-    x = frames.to(torch.float32).div_(255.0)
-    m = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
-    x = x.sub_(m).div_(s)
-    return x.transpose(-4, -3).contiguous()  # (T, C) -> (C, T)
+def normalise(
+    frames: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """uint8 [..., T, 3, H, W] -> float32 [..., 3, T, H, W], (x / 255 - mean) / std.
+
+    Computed in place in the output layout (``out`` when given, e.g. a slice of a batch)
+    as x * (1 / (255 std)) - mean / std: a test item's 30 views are ~190 MB of floats, and
+    a uint8 -> float copy plus two in-place passes is ~4x faster than mixed-type arithmetic
+    or a chain of out-of-place operations.
+    """
+    x = frames.transpose(-4, -3)  # (T, C) -> (C, T), a view
+    std_t = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.float32)
+    elif tuple(out.shape) != tuple(x.shape) or out.dtype != torch.float32:
+        raise ValueError(f"normalise: out is {out.dtype} {tuple(out.shape)}, expected float32 {tuple(x.shape)}")
+    out.copy_(x)
+    return out.mul_(1.0 / (255.0 * std_t)).sub_(mean_t / std_t)
 
 
 def _check_crop(h: int, w: int, size: int) -> None:
