@@ -1,53 +1,41 @@
-"""Writing octvideo checkpoint files from other layouts (behind tools/convert_checkpoint.py)."""
-import json
+"""Writing octvideo checkpoint files from published layouts (behind tools/convert_checkpoint.py)."""
 import logging
-from typing import Dict, List, Optional
-
-from iopath.common.file_io import g_pathmgr
+from typing import Dict, Optional
 
 from octvideo.models import build_model
 
-from .formats import find_state_dict
-from .io import read_checkpoint, save_checkpoint
-from .load import initialise_from, load_checkpoint
+from .formats import find_state_dict, open_checkpoint
+from .io import CheckpointError, read_checkpoint, read_class_names, save_checkpoint
+from .load import _check_exact
 from .pytorchvideo import build_reference, compare_logits
 
 logger = logging.getLogger(__name__)
 
 
-def _class_names(cfg, found: Optional[List[str]]) -> Optional[List[str]]:
-    if cfg.CLASSNAMES_FILE:
-        with g_pathmgr.open(cfg.CLASSNAMES_FILE, "r") as f:
-            names = json.load(f)
-        if not isinstance(names, list) or len(names) != cfg.MODEL.NUM_CLASSES:
-            raise ValueError(
-                f"CLASSNAMES_FILE {cfg.CLASSNAMES_FILE!r} must hold a JSON list of MODEL.NUM_CLASSES="
-                f"{cfg.MODEL.NUM_CLASSES} names; got {len(names) if isinstance(names, list) else type(names).__name__}"
-            )
-        return names
-    return found
+def convert_file(cfg, src: str, dst: str, fmt: Optional[str] = None) -> Dict:
+    """Build the model of ``cfg``, load ``src`` into it exactly and save it as an octvideo checkpoint ``dst``.
 
-
-def convert_file(cfg, src: str, dst: str, initialise: bool = False) -> Dict:
-    """Build the model of ``cfg``, fill it from ``src`` and save it as an octvideo checkpoint ``dst``.
-
-    ``initialise=False``: ``src`` must describe exactly this model (a renamed copy, e.g. a published
-    pytorchvideo I3D). ``initialise=True``: ``src`` initialises it as ``TRAIN.CHECKPOINT_FILE_PATH``
-    would (inflation per ``TRAIN.CHECKPOINT_INFLATE(_METHOD)``, alpha re-split); the file can then
-    be shared and used with ``TRAIN.CHECKPOINT_INFLATE False``.
-    Class names come from ``CLASSNAMES_FILE`` when set, else from ``src`` (octvideo files).
+    ``fmt``: the layout of ``src`` (one of :data:`~.formats.FORMAT_NAMES`); recognised from the keys
+    when None. ``src`` must describe exactly the config's model: a renamed copy, every tensor used
+    (a 2D image checkpoint for a video model is inflated with tools/inflate.py instead). ``dst``
+    holds epoch 0 and no optimizer state: a converted model starts a run, it does not resume one.
+    Class names come from ``CLASSNAMES_FILE`` when set. Nothing is written when ``src`` does not fit.
     """
+    ckpt = open_checkpoint(src, fmt)
     model = build_model(cfg)
-    if initialise:
-        report = initialise_from(src, model, bool(cfg.TRAIN.CHECKPOINT_INFLATE), cfg.TRAIN.CHECKPOINT_INFLATE_METHOD)
-        info = {"class_names": None, "format": None}
-        summary = report.summary()
-    else:
-        info = load_checkpoint(src, model)
-        summary = f"all {len(model.state_dict())} tensors"
-    names = _class_names(cfg, info.get("class_names"))
-    save_checkpoint(dst, model, cfg=cfg, class_names=names)
-    return {"model": model, "summary": summary, "format": info.get("format"), "output": dst}
+    if ckpt.dims == 2 and model.dims == 3:
+        raise CheckpointError(
+            f"{src} is a 2D ({ckpt.format}) image checkpoint and MODEL.ARCH {cfg.MODEL.ARCH!r} a video model: "
+            f"inflate it with tools/inflate.py --src {src} --cfg ... --out ..."
+        )
+    _check_exact(ckpt, model)
+    model.load_state_dict(ckpt.state, strict=True)
+    names = read_class_names(cfg)
+    if names is None:
+        names = ckpt.meta.get("class_names")
+    save_checkpoint(dst, model, epoch=0, iteration=0, cfg=cfg, class_names=names,
+                    extra={"converted_from": src, "source_format": ckpt.format})
+    return {"model": model, "format": ckpt.format, "output": dst, "num_tensors": len(ckpt.state)}
 
 
 def verify_pytorchvideo(cfg, src: str, model, batch: int = 2) -> Dict:

@@ -4,6 +4,7 @@ An octvideo checkpoint is one ``torch.save`` file (``.pyth``, PySlowFast's exten
 
     format          "octvideo"
     format_version  1
+    octvideo_version  octvideo.__version__ of the code that wrote it
     model_state     the model's state_dict (OctConv paths as <name>.h2h.weight ..., see layers/)
     model_info      {arch, depth, width, alpha, dims, num_classes, in_channels}: what built it
     optimizer_state, scaler_state   only in training checkpoints
@@ -12,13 +13,15 @@ An octvideo checkpoint is one ``torch.save`` file (``.pyth``, PySlowFast's exten
 
 Run folders keep them under ``OUTPUT_DIR/checkpoints/`` as ``checkpoint_epoch_00005.pyth`` next to a
 one-line text file ``last_checkpoint`` naming the newest (detectron2's habit). Every file is written
-to a temporary name and renamed only once complete, so an interrupted run never leaves a truncated
-file under a final name, and ``last_checkpoint`` is updated only after the rename.
+through iopath's PathManager to a temporary name (``<name>.tmp``), flushed to disk and renamed only
+once complete, so a process killed during a save never leaves a truncated file under a final name;
+``last_checkpoint`` is rewritten (atomically too) only after that rename.
 
 Files are read with ``torch.load(weights_only=True)``: tensors and plain Python containers only, so
 opening a checkpoint cannot run code. What we write satisfies that (numpy arrays in ``extra`` are
 stored as lists).
 """
+import json
 import logging
 import os
 import re
@@ -28,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from iopath.common.file_io import g_pathmgr
+
+from octvideo import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -95,15 +100,29 @@ def _replace(tmp: str, path: str) -> None:
         raise OSError(f"could not move {tmp} to {path}")
 
 
-def _write_atomic(data: Dict, path: str) -> None:
-    """torch.save ``data`` to ``path`` through a temporary file renamed once complete."""
+def _write_atomic(write, path: str, mode: str = "wb") -> None:
+    """``write(f)`` into a temporary file next to ``path``, then rename it to ``path``.
+
+    The rename happens only after ``write`` returned and the bytes reached the disk (fsync for local
+    files: without it a power cut after the rename can leave an empty file under the final name).
+    A failed write removes its temporary file; a killed process leaves it behind, and nothing reads
+    ``*.tmp`` files.
+    """
     parent = os.path.dirname(path)
     if parent:
         g_pathmgr.mkdirs(parent)
     tmp = path + ".tmp"
-    with g_pathmgr.open(tmp, "wb") as f:
-        torch.save(data, f)
-    _replace(tmp, path)
+    try:
+        with g_pathmgr.open(tmp, mode) as f:
+            write(f)
+            if "://" not in path:
+                f.flush()
+                os.fsync(f.fileno())
+        _replace(tmp, path)
+    except BaseException:
+        if g_pathmgr.exists(tmp):
+            g_pathmgr.rm(tmp)
+        raise
 
 
 def save_checkpoint(
@@ -122,6 +141,7 @@ def save_checkpoint(
     data: Dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "octvideo_version": __version__,
         "model_state": bare.state_dict(),
         "model_info": model_info(bare),
         "epoch": int(epoch),
@@ -134,7 +154,7 @@ def save_checkpoint(
         data["optimizer_state"] = optimizer.state_dict()
     if scaler is not None:
         data["scaler_state"] = scaler.state_dict()
-    _write_atomic(data, path)
+    _write_atomic(lambda f: torch.save(data, f), path)
     return path
 
 
@@ -151,10 +171,7 @@ def save_run_checkpoint(output_dir: str, model: nn.Module, *, epoch: int, **kwar
     name = f"checkpoint_epoch_{int(epoch):05d}.pyth"
     path = save_checkpoint(os.path.join(folder, name), model, epoch=epoch, **kwargs)
     # The pointer is written after the checkpoint is complete, and atomically itself.
-    last = os.path.join(folder, LAST_CHECKPOINT_FILE)
-    with g_pathmgr.open(last + ".tmp", "w") as f:
-        f.write(name + "\n")
-    _replace(last + ".tmp", last)
+    _write_atomic(lambda f: f.write(name + "\n"), os.path.join(folder, LAST_CHECKPOINT_FILE), mode="w")
     return path
 
 
@@ -214,3 +231,18 @@ def read_checkpoint(path: str) -> Any:
             ) from None
         first_line = text.strip().splitlines()[0][:200] if text.strip() else ""
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {first_line})") from None
+
+
+def read_class_names(cfg) -> Optional[List[str]]:
+    """The class names of ``CLASSNAMES_FILE`` (a JSON list of MODEL.NUM_CLASSES names), or None when unset."""
+    if not cfg.CLASSNAMES_FILE:
+        return None
+    with g_pathmgr.open(cfg.CLASSNAMES_FILE, "r") as f:
+        names = json.load(f)
+    if not isinstance(names, list) or len(names) != cfg.MODEL.NUM_CLASSES:
+        got = len(names) if isinstance(names, list) else type(names).__name__
+        raise ValueError(
+            f"CLASSNAMES_FILE {cfg.CLASSNAMES_FILE!r} must hold a JSON list of MODEL.NUM_CLASSES="
+            f"{cfg.MODEL.NUM_CLASSES} names; got {got}"
+        )
+    return names
