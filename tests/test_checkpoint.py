@@ -148,7 +148,9 @@ def test_a_save_that_fails_midway_keeps_the_previous_checkpoint(small_cfg, tmp_p
     with pytest.raises(OSError):  # the same for a file outside a run folder, over an existing one
         cu.save_checkpoint(first, model, epoch=9)
     monkeypatch.undo()
-    assert sorted(os.listdir(cu.checkpoint_dir(out))) == ["checkpoint_epoch_00001.pyth", "last_checkpoint"]
+    folder = cu.checkpoint_dir(out)
+    assert sorted(os.listdir(folder)) == ["checkpoint_epoch_00001.pyth", "last_checkpoint"]  # no temporary left
+    assert open(os.path.join(folder, "last_checkpoint")).read().strip() == "checkpoint_epoch_00001.pyth"
     assert cu.find_last_checkpoint(out) == first
     assert cu.load_checkpoint(first, build_model(cfg))["epoch"] == 1
 
@@ -180,6 +182,7 @@ def test_a_process_killed_during_a_save_leaves_the_previous_checkpoint(small_cfg
     leftover = os.path.join(folder, "checkpoint_epoch_00002.pyth.tmp")
     assert os.path.getsize(leftover) > 0  # the half-written file is there, under its temporary name
     assert not os.path.exists(os.path.join(folder, "checkpoint_epoch_00002.pyth"))
+    assert open(os.path.join(folder, "last_checkpoint")).read().strip() == "checkpoint_epoch_00001.pyth"
     assert cu.find_last_checkpoint(out) == first
     assert cu.load_checkpoint(first, build_model(cfg))["epoch"] == 1
 
@@ -194,7 +197,7 @@ def test_a_mismatch_lists_missing_unexpected_and_reshaped_tensors_in_one_error(s
     assert "missing keys (" in msg and "res2.blocks.0.bn1.weight" in msg
     assert "unexpected keys (" in msg and "res2.blocks.0.bn1.l.weight" in msg
     assert "shape mismatches (" in msg
-    assert "res2.blocks.0.conv1.h2h.weight (checkpoint (6, 8, 3, 1, 1), model (8, 8, 3, 1, 1))" in msg
+    assert "res2.blocks.0.conv1.h2h.weight: checkpoint (6, 8, 3, 1, 1), model (8, 8, 3, 1, 1)" in msg
     with pytest.raises(CheckpointError, match="MODEL.NUM_CLASSES 7 in the checkpoint, 5 in the model"):
         cu.load_checkpoint(path, build_model(_cfg(small_cfg, alpha=0.25, num_classes=5)))
 

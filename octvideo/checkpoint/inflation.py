@@ -83,8 +83,11 @@ def _grouped(keys: Sequence[str]) -> List[str]:
     for k in keys:
         module, _, leaf = k.rpartition(".")
         modules.setdefault(module, []).append(leaf)
-    return [f"{m}.{leaves[0]}" if len(leaves) == 1 else f"{m}.{{{', '.join(leaves)}}}" if m else ", ".join(leaves)
-            for m, leaves in modules.items()]
+    lines = []
+    for module, leaves in modules.items():
+        leaf = leaves[0] if len(leaves) == 1 else "{" + ", ".join(leaves) + "}"
+        lines.append(f"{module}.{leaf}" if module else leaf)
+    return lines
 
 
 @dataclass
@@ -257,8 +260,8 @@ def transfer_state(ckpt: Checkpoint, model: nn.Module, method: Optional[str] = N
             note = "the source has no classifier: head.proj keeps its fresh initialisation"
         else:
             note = (f"the source's classifier has {src_w.shape[0]} classes and the model "
-                    f"{target['head.proj.weight'].shape[0]} (MODEL.NUM_CLASSES): head.proj is freshly initialised "
-                    f"and the source's {', '.join(report.unused) or 'classifier'} is unused")
+                    f"{target['head.proj.weight'].shape[0]} (MODEL.NUM_CLASSES): head.proj is freshly initialised; "
+                    f"the source's classifier ({', '.join(report.unused)}) is not used")
         report.notes.append(note)
         logger.warning(f"{ckpt.path}: {note}")
     # Keys of new_state all come from the model's own state dict; the rest keep their values.

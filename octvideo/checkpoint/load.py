@@ -11,7 +11,7 @@
   checkpoint skips the new schedule).
 """
 import logging
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 _CFG_KEYS = {"arch": "MODEL.ARCH", "depth": "MODEL.DEPTH", "width": "MODEL.WIDTH", "alpha": "OCT.ALPHA",
              "num_classes": "MODEL.NUM_CLASSES", "in_channels": "DATA.INPUT_CHANNEL_NUM"}
-_LIST = 10  # names listed per category in a mismatch error
+_LIST = 8  # names listed per category in a mismatch error
 
 
 def _describe_mismatch(ckpt: Checkpoint, model: nn.Module) -> str:
@@ -36,9 +36,12 @@ def _describe_mismatch(ckpt: Checkpoint, model: nn.Module) -> str:
     return ("; ".join(diffs) + ". ") if diffs else ""
 
 
-def _listing(items: Sequence[str]) -> str:
-    more = f", ... and {len(items) - _LIST} more" if len(items) > _LIST else ""
-    return ", ".join(items[:_LIST]) + more
+def _listing(title: str, items: Sequence[str]) -> List[str]:
+    lines = [f"{title} ({len(items)}):" + ("" if items else " none")]
+    lines += [f"  {item}" for item in items[:_LIST]]
+    if len(items) > _LIST:
+        lines.append(f"  ... and {len(items) - _LIST} more")
+    return lines
 
 
 def _check_exact(ckpt: Checkpoint, model: nn.Module) -> None:
@@ -46,15 +49,14 @@ def _check_exact(ckpt: Checkpoint, model: nn.Module) -> None:
     target = model.state_dict()
     missing = [k for k in target if k not in ckpt.state]
     unexpected = [ckpt.source_name(k) for k in ckpt.state if k not in target]
-    shapes = [f"{k} (checkpoint {tuple(ckpt.state[k].shape)}, model {tuple(target[k].shape)})"
+    shapes = [f"{k}: checkpoint {tuple(ckpt.state[k].shape)}, model {tuple(target[k].shape)}"
               for k in target if k in ckpt.state and ckpt.state[k].shape != target[k].shape]
     if not (missing or unexpected or shapes):
         return
     lines = [f"{ckpt.path} ({ckpt.format} layout) does not fit the model built from the config. "
-             + _describe_mismatch(ckpt, model)]
-    lines.append(f"missing keys ({len(missing)}): " + (_listing(missing) if missing else "none"))
-    lines.append(f"unexpected keys ({len(unexpected)}): " + (_listing(unexpected) if unexpected else "none"))
-    lines.append(f"shape mismatches ({len(shapes)}): " + (_listing(shapes) if shapes else "none"))
+             + _describe_mismatch(ckpt, model).strip()]
+    lines += _listing("missing keys", missing) + _listing("unexpected keys", unexpected)
+    lines += _listing("shape mismatches", shapes)
     lines.append("Set MODEL.* / OCT.ALPHA to the checkpoint's model. To start training from a checkpoint of "
                  "another classifier size, set TRAIN.CHECKPOINT_FILE_PATH instead.")
     raise CheckpointError("\n  ".join(lines))
