@@ -242,3 +242,30 @@ def test_torchrun_two_gloo_processes_end_to_end(dataset, tmp_path):
     # One writer: each log line once (two writers appending would duplicate them).
     log = open(out / "log.txt").read()
     assert log.count("epoch 1/1: loss") == 1
+
+
+def test_training_starts_from_an_inflated_2d_checkpoint(dataset, tmp_path):
+    """TRAIN.CHECKPOINT_FILE_PATH + TRAIN.CHECKPOINT_INFLATE: the run starts at epoch 0 from the 2D
+    weights inflated into time (with LR 0 they are still exactly there after one epoch)."""
+    from octvideo.checkpoint import save_checkpoint
+    from octvideo.engine import train
+    from octvideo.models import build_model
+
+    cfg2d = load_config(os.path.join(ROOT, "configs", "imagenet", "oct_resnet50.yaml"),
+                        ["MODEL.WIDTH", "8", "MODEL.DEPTH", "26", "OCT.ALPHA", "0.25", "MODEL.NUM_CLASSES", "3"])
+    net2d = build_model(cfg2d)
+    src = str(tmp_path / "oct_resnet26_2d.pyth")
+    save_checkpoint(src, net2d, epoch=90, cfg=cfg2d)
+
+    out = tmp_path / "finetune"
+    cfg = load_config(DEMO_CFG, run_opts(dataset, out, **{
+        "TRAIN.CHECKPOINT_FILE_PATH": src, "TRAIN.CHECKPOINT_INFLATE": True, "TRAIN.CHECKPOINT_INFLATE_METHOD": "center",
+        "SOLVER.BASE_LR": 0.0, "SOLVER.WARMUP_START_LR": 0.0, "SOLVER.MAX_EPOCH": 1, "TEST.ENABLE": False}))
+    train(cfg)
+    ckpt = torch.load(out / "checkpoints" / "checkpoint_epoch_00001.pyth", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1  # the 2D file's epoch 90 is not carried over
+    w3d = ckpt["model_state"]["res2.blocks.0.conv1.h2h.weight"]  # I3D: 3x1x1 kernel in res2
+    w2d = net2d.state_dict()["res2.blocks.0.conv1.h2h.weight"]
+    assert w3d.shape[2] == 3
+    assert torch.equal(w3d[:, :, 1], w2d) and not w3d[:, :, 0].any() and not w3d[:, :, 2].any()
+    assert torch.equal(ckpt["model_state"]["head.proj.weight"], net2d.state_dict()["head.proj.weight"])
