@@ -88,3 +88,29 @@ def test_bf16_autocast_on_cpu_trains(small_cfg):
     losses = [train_one_epoch(model, [batch], opt, make_scaler(cfg, cpu), cfg, e, cpu, logging.getLogger("t"))["loss"]
               for e in range(6)]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+
+
+def test_multi_view_scores_shrink_the_view_batch_on_out_of_memory(small_cfg):
+    """The 30 views go through the model in chunks; a chunk that does not fit is halved and retried,
+    and the averaged softmax is the same as with everything at once."""
+    from octvideo.engine.evaluator import video_scores
+
+    cfg = small_cfg("i3d", 0.25)
+    model = build_model(cfg).eval()
+    calls = []
+
+    class SmallMemory(nn.Module):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            if x.shape[0] > 4:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return model(x)
+
+    views = torch.randn(2, 6, 3, 4, 32, 32)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        expected = model(views.flatten(0, 1)).softmax(1).reshape(2, 6, -1).mean(1)
+    got = video_scores(SmallMemory(), views, 0, cfg, cpu)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert calls[:3] == [12, 6, 3] and sum(c for c in calls if c <= 4) == 12
+    assert got.sum(1).sub(1).abs().max() < 1e-5

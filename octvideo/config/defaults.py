@@ -125,7 +125,8 @@ _C.TEST.NUM_ENSEMBLE_VIEWS = 10
 _C.TEST.NUM_SPATIAL_CROPS = 3
 # Checkpoint evaluated by tools/test_net.py (defaults to the last one in OUTPUT_DIR).
 _C.TEST.CHECKPOINT_FILE_PATH = ""
-# Views sent through the model at once; 0 = all views of the batch at once.
+# Views sent through the model at once; 0 = all views of the batch at once. On a CUDA
+# out-of-memory error the evaluator halves it and retries (down to 1 view).
 _C.TEST.VIEW_BATCH_SIZE = 0
 
 # ---------------------------------------------------------------------------- #

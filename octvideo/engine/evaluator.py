@@ -23,15 +23,31 @@ from .trainer import autocast_context
 
 @torch.no_grad()
 def video_scores(model: nn.Module, views: torch.Tensor, view_batch_size: int, cfg, device) -> torch.Tensor:
-    """(B, V, C, T, H, W) views -> (B, num_classes) softmax averaged over the V views."""
+    """(B, V, C, T, H, W) views -> (B, num_classes) softmax averaged over the V views.
+
+    Views go through the model ``view_batch_size`` at a time (0: all B*V at once). When a chunk
+    does not fit in GPU memory the chunk size is halved and the chunk retried, down to one view,
+    so the 30-view test of a large model runs on a small GPU without tuning TEST.VIEW_BATCH_SIZE.
+    """
     b, v = views.shape[:2]
     flat = views.reshape(b * v, *views.shape[2:])
     chunk = view_batch_size if view_batch_size > 0 else flat.shape[0]
     probs = []
-    for start in range(0, flat.shape[0], chunk):
+    start = 0
+    while start < flat.shape[0]:
         x = flat[start:start + chunk].to(device, non_blocking=True)
-        with autocast_context(cfg, device):
-            probs.append(model(x).float().softmax(dim=1).cpu())
+        try:
+            with autocast_context(cfg, device):
+                probs.append(model(x).float().softmax(dim=1).cpu())
+        except torch.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            del x
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            chunk = max(1, chunk // 2)
+            continue
+        start += x.shape[0]
     return torch.cat(probs).reshape(b, v, -1).mean(dim=1)
 
 
