@@ -66,6 +66,7 @@ def independent_octconv(conv, x, stride2):
             return t
         return F.avg_pool3d(t, (1, 2, 2), (1, 2, 2), ceil_mode=True)
 
+    low_in = low  # stride 2: l2h reads the un-pooled low input, already the strided output's size
     if stride2:
         high = pool(high)
         low = pool(low) if low is not None else None
@@ -75,7 +76,7 @@ def independent_octconv(conv, x, stride2):
         if conv.l2l is not None:
             yl = conv.l2l(low) if yl is None else yl + conv.l2l(low)
         if conv.l2h is not None:
-            lh = conv.l2h(low)
+            lh = conv.l2h(low_in)
             if lh.shape[-2:] != yh.shape[-2:]:
                 lh = F.interpolate(lh, scale_factor=(1, 2, 2), mode="nearest")[..., : yh.shape[-2], : yh.shape[-1]]
             yh = yh + lh

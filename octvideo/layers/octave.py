@@ -60,8 +60,153 @@ def spatial_pool2x(x: torch.Tensor) -> torch.Tensor:
         pad = (0, w % 2, 0, h % 2) + ((0, 0) if x.dim() == 5 else ())
         x = F.pad(x, pad, mode="replicate")
     if x.dim() == 5:
-        return F.avg_pool3d(x, (1, 2, 2), (1, 2, 2))
+        # A 2D pool on a 4D view of the same memory: the CPU avg_pool3d kernel has no
+        # channels_last_3d path (it returns a contiguous copy), avg_pool2d has one.
+        n, c, t, h, w = x.shape
+        if _channels_innermost(x):
+            y = F.avg_pool2d(x.transpose(1, 2).reshape(n * t, c, h, w), 2, 2)
+            return y.view(n, t, c, h // 2, w // 2).transpose(1, 2)
+        y = F.avg_pool2d(x.reshape(n, c * t, h, w), 2, 2)
+        return y.view(n, c, t, h // 2, w // 2)
     return F.avg_pool2d(x, 2, 2)
+
+
+def spatial_mean2x(x: torch.Tensor) -> torch.Tensor:
+    """:func:`spatial_pool2x` as the mean of the four strided sub-grids of ``x``.
+
+    Same values. Unlike ``avg_pool`` (and ``F.pad``), autograd saves no input for it, so
+    the pooled tensor's memory may be written in place afterwards (``forward_fast`` pools
+    a channel slice of a convolution output whose other channels it then updates in
+    place); and on a channel slice of channels-last memory it needs no dense copy first.
+    """
+    # Replicate-pad odd sizes with cat, which saves no input either.
+    if x.shape[-2] % 2:
+        x = torch.cat([x, x[..., -1:, :]], dim=-2)
+    if x.shape[-1] % 2:
+        x = torch.cat([x, x[..., -1:]], dim=-1)
+    y = x[..., 0::2, 0::2] + x[..., 1::2, 0::2]
+    y += x[..., 0::2, 1::2]
+    y += x[..., 1::2, 1::2]
+    return dense_like(y.mul_(0.25), x)
+
+
+def _channels_innermost(x: torch.Tensor) -> bool:
+    """True for channels_last(_3d) memory, or a channel slice of it (channels have stride 1)."""
+    return x.dim() in (4, 5) and x.stride(1) == 1 and x.shape[1] > 1 and not x.is_contiguous()
+
+
+def dense_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` in dense memory of the layout of ``like`` (channels last or contiguous); no copy if it is.
+
+    Why: a channel slice of a channels-last tensor is not dense, and the CPU batch norm
+    turns such an input into a contiguous output, which every later layer then pays for.
+    """
+    if _channels_innermost(like):
+        return t.contiguous(memory_format=torch.channels_last_3d if t.dim() == 5 else torch.channels_last)
+    return t.contiguous()
+
+
+def add_upsampled_(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """``high += upsample2x(low)[..., :H, :W]`` in place, without materialising the up-sample.
+
+    Nearest x2 up-sampling repeats each low pixel over a 2x2 block, so the even part of
+    ``high`` is viewed as ``(..., H/2, 2, W/2, 2)`` and ``low`` is broadcast over the two
+    size-2 axes (paper §3.2: fold the up-sampling into the sum instead of storing it). An
+    odd last row / column of ``high`` takes the last low row / column, as cropping the
+    up-sampled map does. ``low`` may also have ``H x W`` pixels (nothing to up-sample).
+    Returns ``high``. Under autograd, the gradient of ``low`` is the 2x2 block sum of the
+    incoming gradient, by a pooling kernel rather than autograd's generic broadcast
+    reduction (which was the largest octave overhead of a training step).
+    """
+    if torch.is_grad_enabled() and (high.requires_grad or low.requires_grad):
+        return _AddUpsampled.apply(high, low)
+    return _write_upsampled(high, low, "add_")
+
+
+def pool2x(x: torch.Tensor) -> torch.Tensor:
+    """:func:`spatial_pool2x` with a backward that keeps nothing and writes the gradient directly.
+
+    The backward is the 2x2 up-sampled gradient / 4 (x2 on an odd border, whose pixels the
+    replicate padding counted twice), written in the input's memory format; autograd's
+    ``avg_pool`` backward is several times slower when the incoming gradient is not in the
+    input's layout, and keeps the input alive for nothing. The reference forward and FLOP
+    counting use :func:`spatial_pool2x` (plain, traceable operators).
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Pool2x.apply(x)
+    return spatial_pool2x(x)
+
+
+def _memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    if _channels_innermost(t):
+        return torch.channels_last_3d if t.dim() == 5 else torch.channels_last
+    return torch.contiguous_format
+
+
+class _AddUpsampled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, high, low):
+        ctx.low_size = tuple(low.shape[-2:])
+        _write_upsampled(high, low, "add_")
+        ctx.mark_dirty(high)
+        return high
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_low = None
+        if ctx.needs_input_grad[1]:
+            grad_low = grad
+            if tuple(grad.shape[-2:]) != ctx.low_size:
+                h, w = grad.shape[-2], grad.shape[-1]
+                if h % 2 or w % 2:  # zeros outside the map: the block sums of the valid pixels
+                    grad_low = F.pad(grad_low, (0, w % 2, 0, h % 2) + ((0, 0) if grad.dim() == 5 else ()))
+                grad_low = spatial_pool2x(grad_low) * 4
+        return grad, grad_low
+
+
+class _Pool2x(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape, ctx.memory_format = x.shape, _memory_format_of(x)
+        return spatial_pool2x(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        out = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.memory_format)
+        _write_upsampled(out, grad, "copy_")
+        out.mul_(0.25)
+        h, w = ctx.shape[-2], ctx.shape[-1]
+        if h % 2:
+            out[..., h - 1, :].mul_(2)
+        if w % 2:
+            out[..., w - 1].mul_(2)
+        return out
+
+
+def copy_upsampled_(out: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """``out[...] = upsample2x(low)[..., :H, :W]``, written through the same broadcast views."""
+    return _write_upsampled(out, low, "copy_")
+
+
+def _write_upsampled(high: torch.Tensor, low: torch.Tensor, op: str) -> torch.Tensor:
+    H, W = high.shape[-2], high.shape[-1]
+    if tuple(low.shape[-2:]) == (H, W):
+        getattr(high, op)(low)
+        return high
+    if tuple(low.shape[-2:]) != (low_size(H), low_size(W)):
+        raise ValueError(f"cannot up-sample a {tuple(low.shape[-2:])} map onto {H}x{W}: expected {low_size(H)}x{low_size(W)}")
+    h, w = H // 2, W // 2
+    if h and w:
+        # unflatten of one axis is always a view, even on the cropped (non-contiguous) slice.
+        even = high[..., : 2 * h, : 2 * w].unflatten(-1, (w, 2)).unflatten(-3, (h, 2))
+        getattr(even, op)(low[..., :h, None, :w, None])
+    if H % 2 and w:
+        getattr(high[..., H - 1, : 2 * w].unflatten(-1, (w, 2)), op)(low[..., h, :w, None])
+    if W % 2 and h:
+        getattr(high[..., : 2 * h, W - 1].unflatten(-1, (h, 2)), op)(low[..., :h, None, w])
+    if H % 2 and W % 2:
+        getattr(high[..., H - 1, W - 1], op)(low[..., h, w])
+    return high
 
 
 def is_octave(x: OctTensor) -> bool:

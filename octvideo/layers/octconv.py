@@ -20,13 +20,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .octave import OctTensor, check_octave_sizes, low_size, spatial_pool2x, split_channels
+from .octave import OctTensor, _channels_innermost, add_upsampled_, check_octave_sizes, copy_upsampled_, dense_like, low_size, pool2x, spatial_mean2x, spatial_pool2x, split_channels
 
 IntOrTuple = Union[int, Sequence[int]]
 
 # When True every OctConv runs :meth:`forward_reference`. FLOP counting uses it so the
 # count does not depend on which fast implementation is active (see octvideo/utils/flops.py).
 _FORCE_REFERENCE = False
+
+# Cost model of the inference strategies of forward_fast: how many multiply-adds cost as
+# much as streaming one element through memory once (read + write). Measured on the CPU
+# of docs/benchmarks.md (oneDNN ~100 GMAC/s and ~5 G element-passes/s per core); GPUs
+# have the same order of ratio. Only the choice between exact formulations depends on it.
+_MACS_PER_PASS = 20
 
 
 class reference_mode:
@@ -132,6 +138,29 @@ class _OctConvNd(nn.Module):
             self.h2l = make(self.in_high, self.out_low, "h2l")
             self.l2h = make(self.in_low, self.out_high, "l2h")
 
+        # Inference strategies of forward_fast. Stacking paths' weights is only valid with
+        # groups == 1 (with groups the stacked channels would land in other groups), and
+        # moving a pool or an up-sample across a convolution only for kernels that are
+        # 1x1 in space (then the two commute).
+        # (With spatial stride 2, l2h reads the un-pooled low input and l2l the pooled one.)
+        self.stack_low_paths = groups == 1 and self.l2h is not None and self.l2l is not None and not self.downsample
+        pointwise = groups == 1 and kernel_size[-2:] == (1, 1) and padding[-2:] == (0, 0) and conv_stride[-2:] == (1, 1)
+        kt = math.prod(kernel_size[:-2])
+        m, ih, il, oh, ol = _MACS_PER_PASS, self.in_high, self.in_low, self.out_high, self.out_low
+        # Per high-resolution output pixel: what the strategy saves > what it adds.
+        self.upsample_before_l2h = (
+            pointwise and self.l2h is not None
+            # saves the add of the up-sampled l2h output into the high output (2.25 oh);
+            # adds l2h at full resolution and writing / pooling [high, up(low)]
+            and m * 2.25 * oh > 0.75 * kt * il * oh + m * (2 * ih + 2.5 * il)
+        )
+        self.pool_after_h2l = (
+            pointwise and self.h2l is not None and not self.upsample_before_l2h
+            # saves pooling the high input (1.25 ih); adds h2l at full resolution, pooling
+            # its output and a dense copy of the h2h part of the stacked output
+            and m * 1.25 * ih > 0.75 * kt * ih * ol + m * (1.25 * ol + 2 * oh)
+        )
+
     @property
     def paths(self) -> Tuple[str, ...]:
         """Names of the paths that exist, e.g. ``("h2h", "h2l")``."""
@@ -184,12 +213,113 @@ class _OctConvNd(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: OctTensor) -> OctTensor:
         high, low = self._split_input(x)
+        if _FORCE_REFERENCE:
+            return self.h2h(high) if self.is_plain else self.forward_reference(high, low)
         if self.is_plain:
-            return self.h2h(high)
-        return self.forward_reference(high, low)
+            # The same convolution through the same dispatch as the octave paths, so a
+            # vanilla model and its Oct version are timed on the same kernels.
+            return self._path(high, "h2h")
+        return self.forward_fast(high, low)
+
+    def _path(self, x: torch.Tensor, path: str) -> torch.Tensor:
+        conv = getattr(self, path)
+        return conv_nd(x, conv.weight, conv.bias, self._conv_stride, self.padding, conv.groups)
+
+    def forward_fast(self, high: torch.Tensor, low: Optional[torch.Tensor]) -> OctTensor:
+        """Paper eq. 4 with the same weights as :meth:`forward_reference`, in fewer, cheaper ops.
+
+        Always:
+        - the low-to-high result is added to the high output through a broadcast view
+          (:func:`add_upsampled_`): the up-sampled map is never materialised;
+        - every convolution runs on the kernel :func:`conv_nd` picks.
+        Without autograd (inference) also, where ``__init__``'s cost model says it pays:
+        - ``stack_low_paths``: l2h and l2l read the same input, so they run as one
+          convolution with their weights stacked on the output channels;
+        - ``pool_after_h2l`` (kernels 1x1 in space, where pooling commutes with the
+          convolution): h2l runs stacked with h2h on the high input and only its few output
+          channels are pooled, instead of pooling the wide high input;
+        - ``upsample_before_l2h`` (kernels 1x1 in space): for a wide high output, up-sample
+          the narrow low *input* instead, and run h2h and l2h as one convolution over
+          ``[high, up(low)]`` (and h2l, l2l as one over its pooled copy ``[pool(high), low]``).
+        Stacked weights are new tensors that autograd would keep for backward, and a
+        stacked output keeps all its channels alive while any is saved; so under autograd
+        the paths run separately, and training memory is that of the reference.
+        """
+        low_for_l2h = low  # stride 2: l2h reads the un-pooled low input (see forward_reference)
+        if self.downsample:
+            high = pool2x(high)
+            if low is not None:
+                low = pool2x(low)
+        stack = not (torch.is_grad_enabled() and (high.requires_grad or any(p.requires_grad for p in self.parameters())))
+        if stack and self.upsample_before_l2h:
+            return self._forward_upsample_before_l2h(high, low_for_l2h)
+        high_to_low = None
+        if stack and self.pool_after_h2l:
+            y_high, high_to_low = self._stacked(high, ("h2h", "h2l"))
+            y_high, high_to_low = dense_like(y_high, high), spatial_mean2x(high_to_low)
+        else:
+            y_high = self._path(high, "h2h")
+            if self.h2l is not None:
+                if stack:
+                    high_to_low = self._path(pool2x(high), "h2l")
+                else:
+                    conv = self.h2l
+                    high_to_low = _ConvOfPooled.apply(high, conv.weight, conv.bias, self._conv_stride, self.padding, conv.groups)
+        low_to_high = low_to_low = None
+        if low is not None:
+            if stack and self.stack_low_paths:
+                low_to_high, low_to_low = self._stacked(low, ("l2h", "l2l"))
+            else:
+                low_to_high = self._path(low_for_l2h, "l2h") if self.l2h is not None else None
+                low_to_low = self._path(low, "l2l") if self.l2l is not None else None
+        if high_to_low is None:
+            y_low = low_to_low
+        elif low_to_low is None:
+            y_low = high_to_low
+        else:
+            y_low = high_to_low.add_(low_to_low)  # a fresh convolution (or pool) output
+        if low_to_high is not None:
+            add_upsampled_(y_high, low_to_high)
+        return self._pack_output(y_high, y_low)
+
+    def _forward_upsample_before_l2h(self, high: torch.Tensor, low: torch.Tensor) -> OctTensor:
+        """``high`` (pooled when strided) and the low input of l2h (un-pooled when strided)."""
+        n, _, *size = high.shape
+        fmt = torch.channels_last_3d if high.dim() == 5 else torch.channels_last
+        both = torch.empty((n, self.in_high + self.in_low, *size), dtype=high.dtype, device=high.device,
+                           memory_format=fmt if _channels_innermost(high) else torch.contiguous_format)
+        both[:, : self.in_high].copy_(high)
+        copy_upsampled_(both[:, self.in_high :], low)
+        y_high = self._joined(both, ("h2h", "l2h"))
+        if self.out_low == 0:
+            return y_high
+        # pool(up(low)) is low again (each 2x2 block repeats one value), and with stride 2
+        # (low not up-sampled) it is pool(low): [pool(high), the low input of l2l] either way.
+        return y_high, self._joined(pool2x(both), ("h2l", "l2l"))
+
+    def _joined(self, x: torch.Tensor, paths: Tuple[str, str]) -> torch.Tensor:
+        """The sum of two paths whose inputs are stacked on the channels of ``x``: one convolution."""
+        a, b = getattr(self, paths[0]), getattr(self, paths[1])
+        weight = torch.cat([a.weight, b.weight], 1)
+        bias = None if a.bias is None else a.bias + b.bias
+        return conv_nd(x, weight, bias, self._conv_stride, self.padding, 1)
+
+    def _stacked(self, x: torch.Tensor, paths: Tuple[str, str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Two paths reading ``x`` as one convolution; returns their two outputs (views)."""
+        a, b = getattr(self, paths[0]), getattr(self, paths[1])
+        weight = torch.cat([a.weight, b.weight], 0)
+        bias = None if a.bias is None else torch.cat([a.bias, b.bias], 0)
+        y = conv_nd(x, weight, bias, self._conv_stride, self.padding, 1)
+        return y[:, : a.out_channels], y[:, a.out_channels :]
 
     def forward_reference(self, high: torch.Tensor, low: Optional[torch.Tensor]) -> OctTensor:
-        """Straightforward four-path OctConv (paper eq. 4). Slow; kept as the numerical reference."""
+        """Straightforward four-path OctConv (paper eq. 4). Slow; kept as the numerical reference.
+
+        Spatial stride 2 (official layout): h2h pools the high input once, h2l twice, l2l pools
+        the low input, and l2h reads the UN-pooled low input, which already has the size of the
+        strided high output, so it needs no up-sampling.
+        """
+        low_for_l2h = low
         if self.downsample:
             high = spatial_pool2x(high)
             if low is not None:
@@ -203,11 +333,77 @@ class _OctConvNd(nn.Module):
             y = self.l2l(low)
             y_low = y if y_low is None else y_low + y
         if self.l2h is not None:
-            y = self.l2h(low)
+            y = self.l2h(low_for_l2h)
             if y_high is None:
                 raise AssertionError("unreachable: l2h exists only when out_high > 0")
             y_high = y_high + upsample_to(y, y_high.shape[-2:])
         return self._pack_output(y_high, y_low)
+
+
+class _ConvOfPooled(torch.autograd.Function):
+    """``conv_nd(pool2x(x), weight, bias)`` (the h2l path) keeping only ``x`` for backward.
+
+    The h2h path keeps ``x`` anyway, so the pooled copy that autograd would keep for the
+    convolution's backward is memory spent twice; backward recomputes it (one pass over
+    ``x``) together with the small h2l convolution (alpha (1 - alpha) / 4 of the layer's
+    multiply-adds), under the autocast state of the forward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, groups):
+        device = x.device.type
+        ctx.conv_args = (stride, padding, groups)
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        ctx.save_for_backward(x, weight, bias)
+        return conv_nd(spatial_pool2x(x), weight, bias, stride, padding, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, bias = ctx.saved_tensors
+        device, enabled, dtype = ctx.autocast
+        inputs = [t.detach().requires_grad_(need) if t is not None else None
+                  for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3])]
+        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
+            y = conv_nd(pool2x(inputs[0]), inputs[1], inputs[2], *ctx.conv_args)
+        wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[:3]) if t is not None and need]
+        grads = iter(torch.autograd.grad(y, wanted, grad))
+        return tuple(next(grads) if t is not None and need else None
+                     for t, need in zip(inputs, ctx.needs_input_grad[:3])) + (None, None, None)
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``torch.mkldnn_convolution`` computes this convolution as ``F.convNd`` would."""
+    return (
+        x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+        and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+        and not torch.is_autocast_enabled("cpu")  # autocast casts in F.convNd, not here
+    )
+
+
+def conv_nd(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    groups: int = 1,
+) -> torch.Tensor:
+    """``F.conv3d`` / ``F.conv2d`` by the fastest kernel we measured for ResNet stage shapes.
+
+    On CPU in float32 that is oneDNN's convolution called directly. ``F.convNd`` picks a
+    kernel by size heuristics that cost a lot at batch 1 on channels-last memory: 1x1
+    kernels go to a GEMM-based path at ~45 GMAC/s, small 3D inputs (res4, res5, every
+    low-frequency path, every temporal kernel) to the unblocked ``slow_conv3d`` at
+    5-45 GMAC/s, where oneDNN runs 90-120 GMAC/s on one core of this machine (see
+    docs/benchmarks.md). Elsewhere (CUDA, float64, autocast) ``F.convNd`` as is.
+    The plain convolutions of vanilla models take the same route, so vanilla and Oct
+    models are compared on the same kernels.
+    """
+    stride, padding = tuple(stride), tuple(padding)
+    if _use_onednn(x, weight):
+        return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1,) * len(stride), groups)
+    conv = F.conv3d if x.dim() == 5 else F.conv2d
+    return conv(x, weight, bias, stride, padding, 1, groups)
 
 
 def upsample_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -1,0 +1,639 @@
+"""Side-by-side speed and memory of vanilla and Oct networks and layers (issue "Performance").
+
+Method (what makes two numbers comparable on a busy machine):
+- every model of a group (and every implementation of a layer case) is built once, then
+  the members are run round-robin, one call each per repeat, with the order rotated each
+  repeat; a group's numbers are therefore measured under the same load;
+- ``warmup`` untimed rounds first (oneDNN primitive creation, allocator, cudnn autotune),
+  then the median of ``repeats`` timed calls; on CUDA each call is timed with CUDA events
+  around a synchronised call;
+- training memory is the bytes of the tensors autograd saves for backward during one
+  training-mode forward, counted with ``torch.autograd.graph.saved_tensors_hooks`` and
+  deduplicated by storage (parameters excluded: they exist whether or not one trains):
+  deterministic, unlike the peak RSS; on CUDA the peak allocated memory of a step is added;
+- the fvcore FLOPs ratio (``octvideo.utils.flops``, reference four-path OctConv) is put
+  beside every time ratio.
+"""
+import logging
+import math
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from octvideo.layers import OctConv3d, reference_mode
+from octvideo.utils.flops import count_flops, flop_analysis
+
+PARTS = ("models", "layers", "memory")
+
+# (group, display name, MODEL.ARCH or "pytorchvideo", OCT.ALPHA); the first row of a group
+# is the vanilla baseline every ratio of the group is taken against.
+MODEL_ROWS: Tuple[Tuple[str, str, str, float], ...] = (
+    ("I3D", "I3D", "i3d", 0.0),
+    ("I3D", "Oct-I3D a=0.1", "i3d", 0.1),
+    ("I3D", "Oct-I3D a=0.25", "i3d", 0.25),
+    ("I3D", "Oct-I3D a=0.5", "i3d", 0.5),
+    ("I3D", "pytorchvideo i3d_r50", "pytorchvideo", 0.0),
+    ("C2D", "C2D", "c2d", 0.0),
+    ("C2D", "Oct-C2D a=0.1", "c2d", 0.1),
+    ("ResNet-50", "ResNet-50", "resnet", 0.0),
+    ("ResNet-50", "Oct-ResNet-50 a=0.5", "resnet", 0.5),
+)
+MODEL_GROUPS = ("I3D", "C2D", "ResNet-50")
+
+# ResNet-50 stage shapes of an 8x224x224 I3D clip: (stage, bottleneck width, frames, H = W).
+# res2 runs before the temporal pool, res3-res5 after it.
+LAYER_STAGES: Tuple[Tuple[str, int, int, int], ...] = (
+    ("res2", 64, 8, 56),
+    ("res3", 128, 4, 28),
+    ("res4", 256, 4, 14),
+    ("res5", 512, 4, 7),
+)
+# (kernel, input width, output width) in units of the bottleneck width w: the bottleneck's
+# conv1 (4w -> w, 1x1 in space), conv3 (w -> 4w) and conv2 (w -> w, 1x3x3).
+LAYER_KERNELS = (("1x1x1", 4, 1), ("1x1x1", 1, 4), ("1x3x3", 1, 1))
+LAYER_ALPHAS = (0.1, 0.5)
+# Implementations of one layer case, timed round-robin.
+LAYER_IMPLS = ("Conv3d", "OctConv3d a=0", "naive 4-conv", "OctConv3d")
+
+TARGETS_DOC = (
+    "Targets (issue Performance; CPU, fp32, batch 1, 2 threads): Oct-I3D a=0.1 inference <= 0.93 of I3D "
+    "and of pytorchvideo I3D; Oct-I3D a=0.5 inference <= its FLOPs ratio + 0.05; Oct-ResNet-50 a=0.5 "
+    "inference <= 0.62; Oct-I3D a=0.1 training step <= 0.95; saved-for-backward bytes of Oct-I3D a=0.5 "
+    "<= 0.68; every layer case >= 1.3x faster than the naive four-conv form and not slower than Conv3d."
+)
+
+
+@dataclass
+class Settings:
+    device: str = "cpu"
+    threads: Optional[int] = None
+    repeats: int = 7
+    warmup: int = 2
+    parts: Sequence[str] = PARTS
+    groups: Sequence[str] = MODEL_GROUPS
+    modes: Sequence[str] = ("inference", "train")
+    # "channels_last" (channels_last_3d for video) or "contiguous".
+    memory_formats: Sequence[str] = ("channels_last",)
+    # "fp32" or "bf16" (torch.autocast).
+    precisions: Sequence[str] = ("fp32",)
+    frames: int = 8
+    size: int = 224
+    compile: bool = False
+    flops: bool = True
+    progress: Optional[Callable[[str], None]] = None
+
+
+# ---------------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call; on CUDA measured with events around a synchronised call."""
+    if device.type == "cuda":
+        _sync(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved_times(
+    fns: Dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    progress: Optional[Callable[[str], None]] = None,
+    label: str = "",
+) -> Dict[str, List[float]]:
+    """Run the callables round-robin (order rotated every round); seconds per call, per name."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    _sync(device)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            times[name].append(time_call(fns[name], device))
+        if progress:
+            progress(f"{label} repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.1f} ms" for n in names))
+    return times
+
+
+def median_ms(times: Sequence[float]) -> float:
+    return statistics.median(times) * 1e3
+
+
+# ---------------------------------------------------------------------------- memory
+def saved_tensor_bytes(fn: Callable[[], object], exclude: Sequence[torch.Tensor] = ()) -> Tuple[int, object]:
+    """Bytes of the distinct storages autograd saves for backward while ``fn`` runs.
+
+    Deduplicated by storage (an in-place ReLU's input and output, or a tensor saved by two
+    ops, count once); storages of ``exclude`` (the parameters) are not counted.
+    Returns ``(bytes, fn's result)``.
+    """
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: Dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. opaque)
+            return t
+        ptr, nbytes = storage.data_ptr(), storage.nbytes()
+        if nbytes and ptr not in skip:
+            seen[ptr] = max(seen.get(ptr, 0), nbytes)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out
+
+
+# ---------------------------------------------------------------------------- building
+def _memory_format(name: str, dims: int) -> torch.memory_format:
+    if name == "contiguous":
+        return torch.contiguous_format
+    if name == "channels_last":
+        return torch.channels_last_3d if dims == 3 else torch.channels_last
+    raise ValueError(f"memory format must be 'contiguous' or 'channels_last'; got {name!r}")
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
+
+
+def build_benchmark_model(arch: str, alpha: float) -> nn.Module:
+    """An octvideo model from the default config (ResNet-50 depth, width 64), or pytorchvideo's I3D."""
+    if arch == "pytorchvideo":
+        import warnings
+
+        from pytorchvideo.models.hub import i3d_r50
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return i3d_r50(pretrained=False)
+    from octvideo.config import get_cfg
+    from octvideo.models import build_model
+
+    cfg = get_cfg()
+    cfg.MODEL.ARCH = arch
+    cfg.OCT.ALPHA = float(alpha)
+    if arch == "resnet":
+        cfg.MODEL.NUM_CLASSES = 1000
+    return build_model(cfg)
+
+
+def model_input_shape(arch: str, frames: int, size: int) -> Tuple[int, ...]:
+    return (1, 3, size, size) if arch == "resnet" else (1, 3, frames, size, size)
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx) -> None:
+    model.zero_grad(set_to_none=True)
+    with ctx:
+        logits = model(x)
+    F.cross_entropy(logits.float(), target).backward()
+
+
+# ---------------------------------------------------------------------------- models
+@dataclass
+class ModelRow:
+    group: str
+    name: str
+    arch: str
+    alpha: float
+    gflops: Optional[float] = None
+    # (memory_format, precision, mode) -> list of seconds
+    times: Dict[Tuple[str, str, str], List[float]] = field(default_factory=dict)
+    saved_bytes: Optional[int] = None
+    cuda_peak_bytes: Dict[Tuple[str, str], int] = field(default_factory=dict)
+    skipped: str = ""
+
+
+def _say(settings: Settings, msg: str) -> None:
+    if settings.progress:
+        settings.progress(msg)
+
+
+def run_models(settings: Settings) -> List[ModelRow]:
+    """Timings (``models`` part) and saved-for-backward bytes (``memory`` part) of MODEL_ROWS."""
+    device = torch.device(settings.device)
+    do_time = "models" in settings.parts
+    do_memory = "memory" in settings.parts
+    rows: List[ModelRow] = []
+    for group in settings.groups:
+        members = [r for r in MODEL_ROWS if r[0] == group]
+        built: Dict[str, nn.Module] = {}
+        group_rows: List[ModelRow] = []
+        for _, name, arch, alpha in members:
+            row = ModelRow(group, name, arch, alpha)
+            group_rows.append(row)
+            if arch == "pytorchvideo" and (settings.frames, settings.size) != (8, 224):
+                row.skipped = "fixed-size head: needs 8x224x224 clips"
+                continue
+            _say(settings, f"[models] building {name}")
+            model = build_benchmark_model(arch, alpha)
+            shape = model_input_shape("resnet" if group == "ResNet-50" else "i3d", settings.frames, settings.size)
+            if settings.flops:
+                _say(settings, f"[models] counting FLOPs of {name}")
+                row.gflops = count_flops(model, shape)["gflops"]
+            built[name] = model.to(device)
+        rows.extend(group_rows)
+        if not built:
+            continue
+        dims = 2 if group == "ResNet-50" else 3
+        shape = model_input_shape("resnet" if dims == 2 else "i3d", settings.frames, settings.size)
+        num_classes = {n: (1000 if dims == 2 else 400) for n in built}
+        target = torch.zeros(1, dtype=torch.long, device=device)
+        by_name = {r.name: r for r in group_rows}
+
+        if do_memory:
+            x = torch.randn(shape, device=device)
+            for name, model in built.items():
+                model.train()
+                params = list(model.parameters())
+                nbytes, out = saved_tensor_bytes(lambda: model(x), exclude=params)
+                del out
+                by_name[name].saved_bytes = nbytes
+                _say(settings, f"[memory] {name}: {nbytes / 2**20:.1f} MiB saved for backward")
+
+        if not do_time:
+            continue
+        for fmt in settings.memory_formats:
+            mf = _memory_format(fmt, dims)
+            x = torch.randn(shape, device=device).contiguous(memory_format=mf)
+            runners = {name: m.to(memory_format=mf) for name, m in built.items()}
+            if settings.compile:
+                runners = {name: torch.compile(m) for name, m in runners.items()}
+            for precision in settings.precisions:
+                ctx = _autocast(device, precision)
+                for mode in settings.modes:
+                    fns = {}
+                    for name, m in runners.items():
+                        if mode == "inference":
+                            built[name].eval()
+
+                            def fn(m=m):
+                                with torch.no_grad(), ctx:
+                                    m(x)
+
+                        else:
+                            built[name].train()
+
+                            def fn(m=m):
+                                _train_step(m, x, target, ctx)
+
+                        fns[name] = fn
+                    label = f"[models] {group} {mode} {fmt} {precision}"
+                    _say(settings, f"{label}: {settings.warmup} warm-up round(s)")
+                    times = interleaved_times(fns, settings.repeats, settings.warmup, device, settings.progress, label)
+                    for name, t in times.items():
+                        by_name[name].times[(fmt, precision, mode)] = t
+                    if device.type == "cuda" and mode == "train":
+                        for name, fn in fns.items():
+                            torch.cuda.synchronize(device)
+                            torch.cuda.reset_peak_memory_stats(device)
+                            fn()
+                            torch.cuda.synchronize(device)
+                            by_name[name].cuda_peak_bytes[(fmt, precision)] = torch.cuda.max_memory_allocated(device)
+            for m in built.values():
+                m.zero_grad(set_to_none=True)
+        del built
+    return rows
+
+
+# ---------------------------------------------------------------------------- layers
+@dataclass
+class LayerRow:
+    stage: str
+    kernel: str
+    alpha: float
+    in_channels: int
+    out_channels: int
+    frames: int
+    size: int
+    flops_ratio: Optional[float] = None
+    # (memory_format, mode) -> impl -> list of seconds
+    times: Dict[Tuple[str, str], Dict[str, List[float]]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage} {self.kernel} {self.in_channels}->{self.out_channels} a={self.alpha:g}"
+
+
+def layer_cases() -> List[LayerRow]:
+    """The bottleneck's three convolutions (see LAYER_KERNELS) at each stage shape and alpha."""
+    rows = []
+    for stage, width, frames, size in LAYER_STAGES:
+        for kernel, k_in, k_out in LAYER_KERNELS:
+            cin, cout = k_in * width, k_out * width
+            for alpha in LAYER_ALPHAS:
+                rows.append(LayerRow(stage, kernel, alpha, cin, cout, frames, size))
+    return rows
+
+
+def _layer_modules(row: LayerRow) -> Tuple[nn.Conv3d, OctConv3d, OctConv3d]:
+    k, pad = ((1, 1, 1), (0, 0, 0)) if row.kernel == "1x1x1" else ((1, 3, 3), (0, 1, 1))
+    plain = nn.Conv3d(row.in_channels, row.out_channels, k, 1, pad, bias=False)
+    plain_oct = OctConv3d(row.in_channels, row.out_channels, k, 1, pad, alpha_in=0.0, alpha_out=0.0)
+    octconv = OctConv3d(row.in_channels, row.out_channels, k, 1, pad, alpha_in=row.alpha, alpha_out=row.alpha)
+    return plain, plain_oct, octconv
+
+
+def _layer_inputs(row: LayerRow, octconv: OctConv3d, device, mf) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    t, s = row.frames, row.size
+    x = torch.randn(1, row.in_channels, t, s, s, device=device).contiguous(memory_format=mf)
+    high = torch.randn(1, octconv.in_high, t, s, s, device=device).contiguous(memory_format=mf)
+    low = torch.randn(1, octconv.in_low, t, (s + 1) // 2, (s + 1) // 2, device=device).contiguous(memory_format=mf)
+    return x, (high, low)
+
+
+def _layer_flops_ratio(row: LayerRow, plain: nn.Module, octconv: OctConv3d) -> float:
+    x, pair = _layer_inputs(row, octconv, torch.device("cpu"), torch.contiguous_format)
+    with torch.no_grad(), reference_mode():
+        oct_flops = flop_analysis(octconv, (pair,)).total()
+        plain_flops = flop_analysis(plain, (x,)).total()
+    return oct_flops / plain_flops
+
+
+def run_layers(settings: Settings) -> List[LayerRow]:
+    device = torch.device(settings.device)
+    rows = layer_cases()
+    for i, row in enumerate(rows):
+        plain, plain_oct, octconv = _layer_modules(row)
+        if settings.flops:
+            row.flops_ratio = _layer_flops_ratio(row, plain, octconv)
+        plain, plain_oct, octconv = plain.to(device), plain_oct.to(device), octconv.to(device)
+        for fmt in settings.memory_formats:
+            mf = _memory_format(fmt, 3)
+            x, pair = _layer_inputs(row, octconv, device, mf)
+            for mode in settings.modes:
+                train = mode == "train"
+                for t in (x,) + pair:
+                    t.requires_grad_(train)
+                calls = {
+                    "Conv3d": lambda: plain(x),
+                    "OctConv3d a=0": lambda: plain_oct(x),
+                    "naive 4-conv": lambda: octconv.forward_reference(*pair),
+                    "OctConv3d": lambda: octconv(pair),
+                }
+
+                def wrap(call):
+                    if not train:
+                        def fn():
+                            with torch.no_grad():
+                                call()
+                        return fn
+
+                    def step():
+                        out = call()
+                        out = out if isinstance(out, tuple) else (out,)
+                        torch.autograd.backward([o.sum() for o in out])
+                    return step
+
+                fns = {name: wrap(calls[name]) for name in LAYER_IMPLS}
+                label = f"[layers {i + 1}/{len(rows)}] {row.name} {mode} {fmt}"
+                row.times[(fmt, mode)] = interleaved_times(fns, settings.repeats, settings.warmup, device, None, label)
+                _say(settings, label + ": " + ", ".join(f"{n} {median_ms(t):.2f} ms" for n, t in row.times[(fmt, mode)].items()))
+                for p in list(plain.parameters()) + list(plain_oct.parameters()) + list(octconv.parameters()) + [x, *pair]:
+                    p.grad = None
+    return rows
+
+
+# ---------------------------------------------------------------------------- report
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def model_table(rows: List[ModelRow], settings: Settings) -> Tuple[List[str], List[List[str]]]:
+    header = ["model", "GFLOPs", "FLOPs ratio"]
+    keys = [(f, p, m) for f in settings.memory_formats for p in settings.precisions for m in settings.modes]
+    for f, p, m in keys:
+        tag = m if (len(settings.memory_formats), len(settings.precisions)) == (1, 1) else f"{m} {f} {p}"
+        header += [f"{tag} ms", f"{tag} ratio"]
+    if any(r.saved_bytes is not None for r in rows):
+        header += ["saved MiB", "saved ratio"]
+    if any(r.cuda_peak_bytes for r in rows):
+        header += [f"CUDA peak MiB {f} {p}" for f in settings.memory_formats for p in settings.precisions]
+    table = []
+    for group in settings.groups:
+        members = [r for r in rows if r.group == group]
+        if not members:
+            continue
+        base = members[0]
+        for r in members:
+            if r.skipped:
+                table.append([r.name, f"skipped ({r.skipped})"] + [""] * (len(header) - 2))
+                continue
+            line = [r.name, _fmt(r.gflops, 2), _fmt(_ratio(r.gflops, base.gflops), 3)]
+            for k in keys:
+                t = r.times.get(k)
+                bt = base.times.get(k)
+                line += [_fmt(median_ms(t) if t else None, 1), _fmt(_ratio(median_ms(t), median_ms(bt)) if t and bt else None, 3)]
+            if "saved MiB" in header:
+                line += [_fmt(r.saved_bytes / 2**20 if r.saved_bytes is not None else None, 1),
+                         _fmt(_ratio(r.saved_bytes, base.saved_bytes), 3)]
+            if any(x.cuda_peak_bytes for x in rows):
+                line += [_fmt(r.cuda_peak_bytes.get((f, p), 0) / 2**20, 0) for f in settings.memory_formats for p in settings.precisions]
+            table.append(line)
+    return header, table
+
+
+def layer_table(rows: List[LayerRow], settings: Settings) -> Tuple[List[str], List[List[str]]]:
+    header = ["layer (stage, kernel, channels, alpha)", "FLOPs ratio"]
+    keys = [(f, m) for f in settings.memory_formats for m in settings.modes]
+    for f, m in keys:
+        tag = m if len(settings.memory_formats) == 1 else f"{m} {f}"
+        header += [f"{tag}: Conv3d ms", f"OctConv3d a=0 ms", "naive 4-conv ms", "OctConv3d ms",
+                   "Oct / Conv3d", "Oct / Oct a=0", "speed-up vs naive"]
+    table = []
+    for r in rows:
+        line = [r.name + f" ({r.frames}x{r.size}x{r.size})", _fmt(r.flops_ratio, 3)]
+        for k in keys:
+            t = r.times.get(k)
+            if not t:
+                line += [""] * 7
+                continue
+            med = {n: median_ms(v) for n, v in t.items()}
+            line += [_fmt(med["Conv3d"], 2), _fmt(med["OctConv3d a=0"], 2), _fmt(med["naive 4-conv"], 2), _fmt(med["OctConv3d"], 2),
+                     _fmt(med["OctConv3d"] / med["Conv3d"], 3), _fmt(med["OctConv3d"] / med["OctConv3d a=0"], 3),
+                     _fmt(med["naive 4-conv"] / med["OctConv3d"], 2) + "x"]
+        table.append(line)
+    return header, table
+
+
+def check_targets(models: List[ModelRow], layers: List[LayerRow]) -> List[Dict]:
+    """The issue's targets, evaluated on the first memory format measured, fp32 (see TARGETS_DOC)."""
+    out: List[Dict] = []
+    by = {r.name: r for r in models}
+
+    def med(name, mode):
+        r = by.get(name)
+        if not r:
+            return None
+        for (f, p, m), t in r.times.items():
+            if p == "fp32" and m == mode:
+                return median_ms(t)
+        return None
+
+    def add(what, value, limit):
+        if value is None or limit is None:
+            return
+        out.append({"target": what, "value": round(value, 3), "limit": round(limit, 3), "met": value <= limit + 1e-12,
+                    "margin": round(limit - value, 3)})
+
+    add("Oct-I3D a=0.1 / I3D inference", _ratio(med("Oct-I3D a=0.1", "inference"), med("I3D", "inference")), 0.93)
+    add("Oct-I3D a=0.1 / pytorchvideo I3D inference",
+        _ratio(med("Oct-I3D a=0.1", "inference"), med("pytorchvideo i3d_r50", "inference")), 0.93)
+    if "Oct-I3D a=0.5" in by and "I3D" in by:
+        fr = _ratio(by["Oct-I3D a=0.5"].gflops, by["I3D"].gflops)
+        add("Oct-I3D a=0.5 / I3D inference (limit: FLOPs ratio + 0.05)",
+            _ratio(med("Oct-I3D a=0.5", "inference"), med("I3D", "inference")), None if fr is None else fr + 0.05)
+    add("Oct-ResNet-50 a=0.5 / ResNet-50 inference",
+        _ratio(med("Oct-ResNet-50 a=0.5", "inference"), med("ResNet-50", "inference")), 0.62)
+    add("Oct-I3D a=0.1 / I3D training step", _ratio(med("Oct-I3D a=0.1", "train"), med("I3D", "train")), 0.95)
+    if "Oct-I3D a=0.5" in by and "I3D" in by:
+        add("Oct-I3D a=0.5 / I3D saved-for-backward bytes", _ratio(by["Oct-I3D a=0.5"].saved_bytes, by["I3D"].saved_bytes), 0.68)
+    # Layer targets on inference (the layer table also shows training steps).
+    for r in layers:
+        for (f, m), t in r.times.items():
+            if m != "inference":
+                continue
+            med_l = {n: median_ms(v) for n, v in t.items()}
+            add(f"{r.name}: OctConv3d / naive 4-conv (limit 1/1.3)", med_l["OctConv3d"] / med_l["naive 4-conv"], 1 / 1.3)
+            add(f"{r.name}: OctConv3d / Conv3d", med_l["OctConv3d"] / med_l["Conv3d"], 1.0)
+    return out
+
+
+def _fmt(v: Optional[float], digits: int) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def format_table(header: List[str], rows: List[List[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt_row = lambda r: "  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in rows])
+
+
+def machine_description(device: torch.device) -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    desc = f"{cpu}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+    if device.type == "cuda":
+        desc += f", {torch.cuda.get_device_name(device)}"
+    try:
+        import os
+
+        load = os.getloadavg()
+        desc += f", load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start"
+    except OSError:
+        pass
+    return desc
+
+
+def run(settings: Settings) -> Dict:
+    """Run the selected parts; returns everything measured (see :func:`report`)."""
+    for part in settings.parts:
+        if part not in PARTS:
+            raise ValueError(f"--only takes {', '.join(PARTS)}; got {part!r}")
+    device = torch.device(settings.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but CUDA is not available")
+        torch.backends.cudnn.benchmark = True
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    result = {"machine": machine_description(device), "settings": settings, "models": [], "layers": []}
+    if "models" in settings.parts or "memory" in settings.parts:
+        result["models"] = run_models(settings)
+    if "layers" in settings.parts:
+        result["layers"] = run_layers(settings)
+    result["targets"] = check_targets(result["models"], result["layers"])
+    try:
+        import os
+
+        result["machine"] += ", load average {:.2f} at the end".format(os.getloadavg()[0])
+    except OSError:
+        pass
+    return result
+
+
+def report(result: Dict, markdown: bool = False) -> str:
+    settings: Settings = result["settings"]
+    parts = [f"Machine: {result['machine']}",
+             f"Median of {settings.repeats} interleaved calls after {settings.warmup} warm-up round(s); "
+             f"batch 1, {settings.frames}x{settings.size}x{settings.size} clips (ResNet-50: {settings.size}x{settings.size}); "
+             f"memory format(s) {', '.join(settings.memory_formats)}; precision(s) {', '.join(settings.precisions)}"
+             + ("; torch.compile" if settings.compile else "") + ". Ratios are against the first row of each group."]
+    if result["models"]:
+        parts.append(format_table(*model_table(result["models"], settings), markdown))
+    if result["layers"]:
+        parts.append(format_table(*layer_table(result["layers"], settings), markdown))
+    if result["targets"]:
+        header = ["target", "value", "limit", "met", "margin"]
+        rows = [[t["target"], f"{t['value']:.3f}", f"{t['limit']:.3f}", "yes" if t["met"] else "**no**" if markdown else "NO",
+                 f"{t['margin']:+.3f}"] for t in result["targets"]]
+        parts.append(format_table(header, rows, markdown))
+    return "\n\n".join(parts)
+
+
+def to_json(result: Dict) -> Dict:
+    settings: Settings = result["settings"]
+    return {
+        "machine": result["machine"],
+        "settings": {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in vars(settings).items() if k != "progress"},
+        "models": [
+            {"group": r.group, "name": r.name, "arch": r.arch, "alpha": r.alpha, "gflops": r.gflops, "skipped": r.skipped,
+             "saved_bytes": r.saved_bytes,
+             "median_ms": {"/".join(k): median_ms(v) for k, v in r.times.items()},
+             "times_s": {"/".join(k): v for k, v in r.times.items()},
+             "cuda_peak_bytes": {"/".join(k): v for k, v in r.cuda_peak_bytes.items()}}
+            for r in result["models"]
+        ],
+        "layers": [
+            {"name": r.name, "stage": r.stage, "kernel": r.kernel, "alpha": r.alpha, "in_channels": r.in_channels,
+             "out_channels": r.out_channels, "frames": r.frames, "size": r.size, "flops_ratio": r.flops_ratio,
+             "median_ms": {"/".join(k): {n: median_ms(t) for n, t in v.items()} for k, v in r.times.items()}}
+            for r in result["layers"]
+        ],
+        "targets": result["targets"],
+    }
+
+
+def stderr_progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

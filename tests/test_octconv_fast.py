@@ -1,0 +1,297 @@
+"""The fast OctConv forward computes what the four-path reference computes (values and gradients)."""
+import importlib.util
+import itertools
+import os
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from octvideo.layers import OctConv2d, OctConv3d, reference_mode, spatial_pool2x, upsample_to
+from octvideo.layers.octave import add_upsampled_
+from octvideo.layers.octconv import conv_nd
+from octvideo.models import build_model
+
+CL3D = torch.channels_last_3d
+KERNELS = [(1, 1, 1), (1, 3, 3), (3, 1, 1), (3, 3, 3)]
+SIZES = [(8, 8), (7, 5), (1, 1), (2, 3)]
+# Even, odd and degenerate sizes, each in one memory format (both formats over the four).
+SIZES_AND_FORMATS = [((8, 8), torch.contiguous_format), ((7, 5), CL3D), ((1, 1), torch.contiguous_format), ((2, 3), CL3D)]
+
+
+def make_input(conv, n, t, hw, memory_format=torch.contiguous_format, dtype=torch.float64):
+    high = torch.randn(n, conv.in_high, t, *hw, dtype=dtype).contiguous(memory_format=memory_format)
+    if conv.in_low == 0:
+        return high
+    low = torch.randn(n, conv.in_low, t, (hw[0] + 1) // 2, (hw[1] + 1) // 2, dtype=dtype)
+    return high, low.contiguous(memory_format=memory_format)
+
+
+def outputs_and_grads(conv, x, fast: bool):
+    """Outputs and the gradients of a fixed random projection of them w.r.t. inputs and weights."""
+    inputs = [t.detach().clone().requires_grad_() for t in (x if isinstance(x, tuple) else (x,))]
+    arg = tuple(inputs) if isinstance(x, tuple) else inputs[0]
+    if fast:
+        y = conv(arg)
+    else:
+        with reference_mode():
+            y = conv(arg)
+    ys = y if isinstance(y, tuple) else (y,)
+    gen = torch.Generator().manual_seed(0)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in ys)
+    params = list(conv.parameters())
+    grads = torch.autograd.grad(loss, inputs + params)
+    return [o.detach() for o in ys], list(grads)
+
+
+def assert_fast_matches_reference(conv, x):
+    """Training (autograd) and inference (no_grad) forms of the fast path against the reference."""
+    y_fast, g_fast = outputs_and_grads(conv, x, fast=True)
+    y_ref, g_ref = outputs_and_grads(conv, x, fast=False)
+    with torch.no_grad():
+        y_infer = conv(x)
+    y_infer = list(y_infer) if isinstance(y_infer, tuple) else [y_infer]
+    assert [o.shape for o in y_fast] == [o.shape for o in y_ref] == [o.shape for o in y_infer]
+    for a, b in zip(y_fast + g_fast + y_infer, y_ref + g_ref + y_ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+# groups 1 with a widening and a narrowing layer (the narrowing one takes pool_after_h2l for
+# 1x1 kernels), groups 2 with channel counts every alpha splits evenly.
+CHANNELS = {1: [(8, 12), (16, 6)], 2: [(16, 32)]}
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("alphas", [(0.0, 0.25), (0.25, 0.0), (0.5, 0.5), (0.125, 0.75), (0.25, 0.5)])
+def test_fast_matches_reference_values_and_gradients(alphas, stride, groups):
+    alpha_in, alpha_out = alphas
+    torch.manual_seed(0)
+    checked = 0
+    # Every kernel with two of the four size/format cases, rotated across the parameter
+    # sets so that every pairing is covered somewhere (keeps the test fast).
+    offset = int(alpha_in * 8) + stride + groups
+    cases = [(k, SIZES_AND_FORMATS[(i + j + offset) % 4]) for i, k in enumerate(KERNELS) for j in (0, 2)]
+    for (cin, cout), (kernel, (hw, fmt)) in itertools.product(CHANNELS[groups], cases):
+        padding = tuple(k // 2 for k in kernel)
+        conv = OctConv3d(cin, cout, kernel, (1, stride, stride), padding, alpha_in=alpha_in, alpha_out=alpha_out,
+                         groups=groups, bias=(checked % 3 == 0)).double()
+        assert_fast_matches_reference(conv, make_input(conv, 2, 3, hw, fmt))
+        checked += 1
+    assert checked == len(CHANNELS[groups]) * len(KERNELS) * 2
+
+
+@pytest.mark.parametrize("stack_low_paths", [False, True])
+@pytest.mark.parametrize("pool_after_h2l", [False, True])
+@pytest.mark.parametrize("kernel", [(1, 1, 1), (3, 1, 1)])
+def test_every_fast_strategy_matches_reference(stack_low_paths, pool_after_h2l, kernel):
+    conv = OctConv3d(8, 8, kernel, 1, (kernel[0] // 2, 0, 0), alpha_in=0.5, alpha_out=0.25, bias=True).double()
+    conv.stack_low_paths, conv.pool_after_h2l = stack_low_paths, pool_after_h2l
+    for hw, fmt in itertools.product([(6, 4), (5, 7)], [torch.contiguous_format, CL3D]):
+        assert_fast_matches_reference(conv, make_input(conv, 2, 4, hw, fmt))
+    # The stacked forms run where autograd does not record: frozen weights, too.
+    for p in conv.parameters():
+        p.requires_grad_(False)
+    x = make_input(conv, 2, 4, (5, 7), CL3D)
+    with reference_mode():
+        ref = conv(x)
+    for a, b in zip(conv(x), ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_strategies_are_chosen_where_they_are_valid():
+    wide_in = OctConv3d(256, 64, 1, alpha_in=0.1, alpha_out=0.1)
+    assert wide_in.stack_low_paths and wide_in.pool_after_h2l
+    assert not OctConv3d(64, 64, (1, 3, 3), 1, (0, 1, 1), alpha_in=0.1, alpha_out=0.1).pool_after_h2l  # 3x3: pool does not commute
+    assert not OctConv3d(64, 256, 1, alpha_in=0.1, alpha_out=0.1).pool_after_h2l  # narrow input: pooling it is cheap
+    grouped = OctConv3d(32, 16, 1, alpha_in=0.5, alpha_out=0.5, groups=2)
+    assert not grouped.stack_low_paths and not grouped.pool_after_h2l
+
+
+def test_depthwise_and_2d_fast_paths():
+    conv = OctConv3d(8, 8, (1, 3, 3), 1, (0, 1, 1), alpha_in=0.5, alpha_out=0.5, groups=8).double()
+    assert_fast_matches_reference(conv, make_input(conv, 2, 2, (7, 6)))
+    for stride, (cin, cout), hw in itertools.product([1, 2], [(8, 12), (16, 6)], SIZES):
+        for kernel in (1, 3):
+            conv2d = OctConv2d(cin, cout, kernel, stride, kernel // 2, alpha_in=0.25, alpha_out=0.5).double()
+            high = torch.randn(2, conv2d.in_high, *hw, dtype=torch.float64)
+            low = torch.randn(2, conv2d.in_low, (hw[0] + 1) // 2, (hw[1] + 1) // 2, dtype=torch.float64)
+            assert_fast_matches_reference(conv2d, (high, low))
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 2), (3, 5), (6, 7), (8, 8), (5, 2)])
+def test_add_upsampled_equals_materialised_upsample(hw):
+    high = torch.randn(2, 3, 2, *hw, dtype=torch.float64)
+    low = torch.randn(2, 3, 2, (hw[0] + 1) // 2, (hw[1] + 1) // 2, dtype=torch.float64, requires_grad=True)
+    expected = high + upsample_to(low, hw)
+    got = add_upsampled_(high.clone(), low)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    g = torch.randn_like(high)
+    (grad_fast,) = torch.autograd.grad((add_upsampled_(high.clone(), low) * g).sum(), low)
+    (grad_ref,) = torch.autograd.grad((expected * g).sum(), low)
+    torch.testing.assert_close(grad_fast, grad_ref)
+    with pytest.raises(ValueError, match="up-sample"):
+        add_upsampled_(high.clone(), torch.zeros(2, 3, 2, hw[0] + 2, hw[1] + 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("hw", [(8, 6), (7, 5), (1, 1)])
+def test_spatial_pool_keeps_memory_format_and_values(hw):
+    x = torch.randn(2, 5, 3, *hw)
+    ref = spatial_pool2x(x)
+    cl = spatial_pool2x(x.contiguous(memory_format=CL3D))
+    torch.testing.assert_close(cl, ref)
+    if hw[0] % 2 == 0:
+        assert cl.is_contiguous(memory_format=CL3D)
+    # A channel slice of channels_last_3d memory (what pool_after_h2l pools) gives the same values.
+    wide = torch.randn(2, 9, 3, *hw).contiguous(memory_format=CL3D)
+    torch.testing.assert_close(spatial_pool2x(wide[:, 4:]), spatial_pool2x(wide[:, 4:].contiguous()))
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,padding",
+    [((1, 1, 1), (1, 1, 1), (0, 0, 0)), ((3, 1, 1), (1, 1, 1), (1, 0, 0)), ((3, 1, 1), (2, 1, 1), (1, 0, 0)),
+     ((1, 3, 3), (1, 1, 1), (0, 1, 1)), ((1, 3, 3), (1, 2, 2), (0, 1, 1)), ((3, 3, 3), (1, 1, 1), (1, 1, 1))],
+)
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL3D])
+def test_conv_nd_equals_conv3d_values_gradients_and_memory_format(kernel, stride, padding, fmt):
+    """conv_nd is F.conv3d (float32, where it calls oneDNN directly), and keeps channels_last_3d."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 5, 9, 7).contiguous(memory_format=fmt).requires_grad_()
+    w = torch.randn(4, 6, *kernel, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    y = conv_nd(x, w, b, stride, padding)
+    ref = F.conv3d(x, w, b, stride, padding)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    if fmt is CL3D:
+        assert y.is_contiguous(memory_format=CL3D)
+    g = torch.randn_like(ref)
+    for a, r in zip(torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g)):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)
+    x2 = torch.randn(2, 6, 9, 7).contiguous(memory_format=torch.channels_last)
+    w2 = torch.randn(4, 6, 3, 3)
+    torch.testing.assert_close(conv_nd(x2, w2, None, (2, 2), (1, 1)), F.conv2d(x2, w2, None, 2, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,alpha", [("i3d", 0.25), ("c2d", 0.5), ("resnet", 0.5), ("i3d", 0.0)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_model_fast_forward_matches_reference(small_cfg, arch, alpha, channels_last):
+    torch.manual_seed(0)
+    cfg = small_cfg(arch, alpha)
+    cfg.MODEL.DROPOUT_RATE = 0.0
+    model = build_model(cfg).double().train()
+    x = torch.randn(2, 3, 4, 33, 47) if arch != "resnet" else torch.randn(2, 3, 33, 47)
+    x = x.double()
+    if channels_last:
+        fmt = torch.channels_last_3d if arch != "resnet" else torch.channels_last
+        model, x = model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+
+    def run(reference):
+        model.zero_grad(set_to_none=True)
+        if reference:
+            with reference_mode():
+                y = model(x)
+        else:
+            y = model(x)
+        y.logsumexp(1).sum().backward()
+        return y.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    y_fast, g_fast = run(False)
+    y_ref, g_ref = run(True)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-9, atol=1e-9)
+    for name in g_ref:
+        torch.testing.assert_close(g_fast[name], g_ref[name], rtol=1e-7, atol=1e-9, msg=lambda m: f"{name}: {m}")
+
+
+def test_float32_fast_forward_within_rounding_of_reference(small_cfg):
+    """In float32 the two forms differ only by summation order: relative error ~1e-6."""
+    torch.manual_seed(0)
+    model = build_model(small_cfg("i3d", 0.5, width=16)).eval().to(memory_format=torch.channels_last_3d)
+    x = torch.randn(1, 3, 4, 64, 64).contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        y = model.forward_features(x)
+        with reference_mode():
+            r = model.forward_features(x)
+    assert ((y - r).abs().max() / r.abs().max()).item() < 1e-5
+
+
+def test_channels_last_3d_survives_an_octave_block(small_cfg):
+    """A channels_last_3d model keeps that layout through every octave layer (no silent copies back)."""
+    model = build_model(small_cfg("i3d", 0.25, width=16)).eval().to(memory_format=torch.channels_last_3d)
+    seen = []
+
+    def hook(module, inputs, output):
+        for t in output if isinstance(output, tuple) else (output,):
+            seen.append((type(module).__name__, t.stride(1) == 1))
+
+    for m in model.modules():
+        if isinstance(m, (OctConv3d, nn.BatchNorm3d)):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.randn(1, 3, 4, 64, 64).contiguous(memory_format=torch.channels_last_3d))
+    assert seen and all(ok for _, ok in seen), [s for s in seen if not s[1]]
+
+
+# ---------------------------------------------------------------------------- benchmark tool
+def test_saved_tensor_bytes_counts_each_storage_once():
+    from octvideo.utils.benchmark import saved_tensor_bytes
+
+    conv = nn.Conv3d(4, 8, 1, bias=False)
+    x = torch.randn(1, 4, 2, 6, 6, requires_grad=True)
+    # conv saves its input (x) and weight (excluded); the in-place ReLU saves its output,
+    # which is the conv output's storage: x + one (1, 8, 2, 6, 6) tensor.
+    nbytes, y = saved_tensor_bytes(lambda: F.relu_(conv(x)), exclude=list(conv.parameters()))
+    assert nbytes == x.nbytes + y.nbytes
+
+
+def test_training_fast_path_saves_no_more_for_backward_than_the_reference(small_cfg):
+    """Under autograd no stacked weights or stacked outputs are kept alive: memory <= reference."""
+    from octvideo.utils.benchmark import saved_tensor_bytes
+
+    model = build_model(small_cfg("i3d", 0.5, width=16)).train().to(memory_format=torch.channels_last_3d)
+    x = torch.randn(1, 3, 4, 64, 64).contiguous(memory_format=torch.channels_last_3d)
+    params = list(model.parameters())
+    fast, _ = saved_tensor_bytes(lambda: model(x), exclude=params)
+    with reference_mode():
+        ref, _ = saved_tensor_bytes(lambda: model(x), exclude=params)
+    assert 0 < fast <= ref
+
+
+def test_benchmark_memory_part_shows_the_octave_saving():
+    from octvideo.utils import benchmark as bm
+
+    settings = bm.Settings(parts=("memory",), groups=("ResNet-50",), size=64, flops=False)
+    result = bm.run(settings)
+    saved = {r.name: r.saved_bytes for r in result["models"]}
+    assert 0 < saved["Oct-ResNet-50 a=0.5"] < saved["ResNet-50"]
+    text = bm.report(result, markdown=True)
+    assert "| Oct-ResNet-50 a=0.5 |" in text
+
+
+def _load_tool():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "benchmark.py")
+    sys.path.insert(0, os.path.dirname(path))
+    try:
+        spec = importlib.util.spec_from_file_location("benchmark_tool", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(os.path.dirname(path))
+    return module
+
+
+def test_benchmark_data_mode_hands_its_arguments_to_the_data_benchmark(monkeypatch):
+    calls = []
+    fake = types.ModuleType("octvideo.data.benchmark")
+    fake.main = lambda args: calls.append(list(args)) or 0
+    monkeypatch.setitem(sys.modules, "octvideo.data.benchmark", fake)
+    import octvideo.data
+
+    monkeypatch.setattr(octvideo.data, "benchmark", fake, raising=False)
+    tool = _load_tool()
+    tool.main(["data", "--cfg", "x.yaml", "--num-batches", "3"])
+    assert calls == [["--cfg", "x.yaml", "--num-batches", "3"]]
+    with pytest.raises(SystemExit):
+        tool.main(["--only", "gpu-kernels"])

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Speed and memory of vanilla vs Oct networks and layers, side by side (docs/benchmarks.md).
+
+    python tools/benchmark.py [--device cpu|cuda] [--threads N] [--repeats N] [--only models,layers,memory]
+                              [--groups I3D,C2D,ResNet-50] [--modes inference,train]
+                              [--memory-format channels_last|contiguous|both] [--precision fp32|bf16|both]
+                              [--compile] [--markdown | --json]
+    python tools/benchmark.py data [ARGS ...]     # data-loading benchmark (octvideo.data.benchmark)
+
+Progress goes to stderr; the tables (or JSON) to stdout. See octvideo/utils/benchmark.py
+for the method (interleaved repeats, medians, saved-for-backward bytes).
+"""
+import argparse
+import json
+import sys
+
+import _path  # noqa: F401
+
+
+def _list(value, allowed, name):
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{name}: {', '.join(bad)} not in {', '.join(allowed)}")
+    return tuple(items)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "data":
+        # Imported here so that the model benchmark does not need the data dependencies.
+        from octvideo.data import benchmark as data_benchmark
+
+        return data_benchmark.main(argv[1:])
+
+    from octvideo.utils import benchmark as bm
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU); default: PyTorch's")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds; the median is reported (default 7)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    parser.add_argument("--only", default=",".join(bm.PARTS), type=lambda v: _list(v, bm.PARTS, "--only"),
+                        help="comma list of models, layers, memory (default: all)")
+    parser.add_argument("--groups", default=",".join(bm.MODEL_GROUPS), type=lambda v: _list(v, bm.MODEL_GROUPS, "--groups"),
+                        help="model groups (default: I3D,C2D,ResNet-50)")
+    parser.add_argument("--modes", default="inference,train", type=lambda v: _list(v, ("inference", "train"), "--modes"))
+    parser.add_argument("--memory-format", default=None, choices=("channels_last", "contiguous", "both"),
+                        help="default: channels_last on CPU, both on CUDA")
+    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "both"),
+                        help="bf16 = torch.autocast; default: fp32 on CPU, both on CUDA")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model (MODEL.COMPILE)")
+    parser.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP counts (faster)")
+    parser.add_argument("--markdown", action="store_true", help="markdown tables, ready for docs/benchmarks.md")
+    parser.add_argument("--json", action="store_true", help="print every measurement as JSON")
+    parser.add_argument("--json-out", metavar="FILE", help="also write every measurement as JSON to FILE")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = parser.parse_args(argv)
+
+    cuda = args.device == "cuda"
+    fmt = args.memory_format or ("both" if cuda else "channels_last")
+    prec = args.precision or ("both" if cuda else "fp32")
+    settings = bm.Settings(
+        device=args.device,
+        threads=args.threads,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        parts=args.only,
+        groups=args.groups,
+        modes=args.modes,
+        memory_formats=("channels_last", "contiguous") if fmt == "both" else (fmt,),
+        precisions=("fp32", "bf16") if prec == "both" else (prec,),
+        frames=args.frames,
+        size=args.size,
+        compile=args.compile,
+        flops=not args.no_flops,
+        progress=None if args.quiet else bm.stderr_progress,
+    )
+    try:
+        result = bm.run(settings)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(bm.to_json(result), f, indent=1)
+    if args.json:
+        print(json.dumps(bm.to_json(result), indent=1))
+    else:
+        print(bm.report(result, markdown=args.markdown))
+
+
+if __name__ == "__main__":
+    main()
