@@ -138,7 +138,9 @@ def _official_dataset(root, *, layout, with_is_cc=True):
         if ext is None:
             missing.append(stem)
             continue
-        folder = os.path.join(root, "videos", "train", label) if layout == "per_class" else os.path.join(root, "videos", "train")
+        folder = os.path.join(root, "videos", "train")
+        if layout == "per_class":
+            folder = os.path.join(folder, label)
         found.append(_touch(os.path.join(folder, stem + ext)))
     _write(os.path.join(root, "ann", "train.csv"), "\n".join(lines) + "\n")
     return found, missing

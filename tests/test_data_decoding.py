@@ -175,7 +175,8 @@ def test_clips_cover_the_same_time_at_any_frame_rate(tmp_path, backend, fps):
     # 10 clips uniformly spaced from the first frame to the last one.
     assert clips[0, 0] == pytest.approx(0.0, abs=2.0)
     assert clips[-1, -1] == pytest.approx(duration_levels, abs=2.0)
-    np.testing.assert_allclose(np.diff(clips[:, 0]), (duration_levels - 7 * step_levels) / 9, atol=LEVELS_PER_SECOND / fps)
+    spacing = (duration_levels - 7 * step_levels) / 9
+    np.testing.assert_allclose(np.diff(clips[:, 0]), spacing, atol=LEVELS_PER_SECOND / fps)
     # The 3 crops of a clip are the same frames in time.
     for v in range(0, 30, 3):
         np.testing.assert_allclose(_levels(views[v + 1], cfg), _levels(views[v], cfg), atol=0.5)

@@ -67,14 +67,16 @@ def _clip_cfg(backend="pyav", **kw):
 
 
 def _dataset(paths, cfg, split, **kw):
-    return KineticsDataset(paths=list(paths), labels=list(range(len(paths))), class_names=[str(i) for i in range(len(paths))],
-                           split=split, clip=cfg, **kw)
+    names = [str(i) for i in range(len(paths))]
+    return KineticsDataset(paths=list(paths), labels=list(range(len(paths))), class_names=names, split=split,
+                           clip=cfg, **kw)
 
 
 def _test_batch(ds, indices):
     """The test loader's batch of ``indices`` (its collate normalises the uint8 views)."""
     c = ds.clip
-    collate = loader_mod.TestCollate((c.num_views, 3, c.num_frames, c.test_crop_size, c.test_crop_size), mean=c.mean, std=c.std)
+    view_shape = (c.num_views, 3, c.num_frames, c.test_crop_size, c.test_crop_size)
+    collate = loader_mod.TestCollate(view_shape, mean=c.mean, std=c.std)
     return collate([ds[i] for i in indices])
 
 

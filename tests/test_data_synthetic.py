@@ -111,7 +111,8 @@ def test_command_line_tool_writes_the_dataset(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "12 videos" in run.stdout
     assert json.load(open(out / "classnames.json")) == ["down", "sideways", "up"]
-    for name in ("train.csv", "val.csv", "test.csv", "kinetics/train.csv", "kinetics/validate.csv", "kinetics/test.csv"):
+    for name in ("train.csv", "val.csv", "test.csv", "kinetics/train.csv", "kinetics/validate.csv",
+                 "kinetics/test.csv"):
         assert (out / name).is_file(), name
     rows = open(out / "train.csv").read().splitlines()
     assert len(rows) == 3 * 2  # 4 per class: 2 train, 1 val, 1 test

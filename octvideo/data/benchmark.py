@@ -12,8 +12,10 @@ For each decoder and worker count it measures, on the same videos:
 * test_per_view a PySlowFast-style test loader, one item and one decode per view
                 (:class:`DecodePerViewDataset`), batched one video's views at a time: videos/s;
 
-and the ratio test / test_per_view. Each rate is the median of ``--repeat`` runs and
-counts wall time from the first request to the last batch, worker start-up included.
+and the ratio test / test_per_view. Each rate is the median of ``--repeat`` runs of
+steady-state throughput: with W workers, timed from the arrival of the W-th batch to the
+last, those first W batches not counted, so DataLoader worker start-up is left out (its
+time is in the JSON as ``warmup_s``).
 
 Without ``--data-dir`` a synthetic dataset is generated in a temporary folder
 (``--width/--height/--num-frames/--fps``; the default 340x256, 300 frames at 30 fps is a
@@ -117,18 +119,33 @@ def _progress(iterable: Iterable, *, total: int, label: str, stream=sys.stderr, 
             print(f"  {label}: {i}/{total} batches", file=stream, flush=True)
 
 
-def _timed(loader: DataLoader, *, label: str, count, max_batches: Optional[int] = None, epoch: int = 0) -> Dict:
-    """Iterate ``loader`` (up to ``max_batches``), counting items with ``count(batch)``."""
+def _timed(loader: DataLoader, *, label: str, count, epoch: int = 0) -> Dict:
+    """Iterate ``loader`` once, counting items with ``count(batch)``.
+
+    The rate is steady-state throughput. With W workers (W >= 1; 1 for the main process)
+    the clock starts when the W-th batch arrives and those W batches are not counted: by
+    then every worker has started and delivered one batch, so worker start-up (paid every
+    epoch, dominant on tiny videos) is left out, and the workers' next batches, begun in
+    parallel, are all timed in full. The time to that point is ``warmup_s``. A loader with
+    W batches or fewer falls back to counting everything from the first request.
+    """
     set_epoch(loader, epoch)
-    total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    items = 0
+    warm = max(1, loader.num_workers)
+    total = len(loader)
+    items = warm_items = 0
     start = time.perf_counter()
-    for b, batch in enumerate(_progress(iter(loader), total=total, label=label)):
+    warm_at = None
+    for b, batch in enumerate(_progress(iter(loader), total=total, label=label), 1):
         items += count(batch)
-        if b + 1 >= total:
-            break
-    seconds = time.perf_counter() - start
-    return {"items": items, "seconds": seconds, "rate": items / seconds if seconds > 0 else float("nan")}
+        if b == warm:
+            warm_at, warm_items = time.perf_counter(), items
+    end = time.perf_counter()
+    if warm_at is not None and items > warm_items and end > warm_at:
+        timed_items, seconds = items - warm_items, end - warm_at
+    else:
+        timed_items, seconds = items, end - start
+    return {"items": items, "timed_items": timed_items, "seconds": seconds,
+            "warmup_s": (warm_at or end) - start, "rate": timed_items / seconds if seconds > 0 else float("nan")}
 
 
 def _train_clips(cfg, *, min_clips: int, label: str) -> Dict:
@@ -141,8 +158,9 @@ def _train_clips(cfg, *, min_clips: int, label: str) -> Dict:
     while sum(r["items"] for r in runs) < min_clips:  # small datasets: more epochs
         runs.append(_timed(loader, label=label, count=lambda b: len(b["labels"]), epoch=epoch))
         epoch += 1
-    items, seconds = sum(r["items"] for r in runs), sum(r["seconds"] for r in runs)
-    return {"items": items, "seconds": seconds, "rate": items / seconds}
+    out = {k: sum(r[k] for r in runs) for k in ("items", "timed_items", "seconds", "warmup_s")}
+    out["rate"] = out["timed_items"] / out["seconds"]
+    return out
 
 
 def _limit(dataset: KineticsDataset, max_videos: Optional[int]) -> KineticsDataset:
@@ -189,7 +207,7 @@ def run_benchmark(
             log(f"[data benchmark] train loader, {tag} ...")
             r = _median_run(lambda: _train_clips(run, min_clips=min_train_clips, label=f"train {tag}"), repeat)
             rows.append(dict(loader="train", decoder=decoder, workers=num_workers, unit="clips/s", **r))
-            log(f"  {r['items']} clips in {r['seconds']:.1f}s: {r['rate']:.2f} clips/s (runs: {r['all_rates']})")
+            log(f"  {r['timed_items']} clips in {r['seconds']:.1f}s: {r['rate']:.2f} clips/s (runs: {r['all_rates']})")
 
             test_set = _limit(build_dataset(run, "test"), max_test_videos)
             views = test_set.clip.num_views
@@ -197,16 +215,18 @@ def run_benchmark(
             r = _median_run(lambda: _timed(build_loader(run, "test", test_set), label=f"test {tag}",
                                            count=lambda b: len(b["indices"]) + len(b["failed"])), repeat)
             rows.append(dict(loader="test", decoder=decoder, workers=num_workers, unit="videos/s", **r))
-            log(f"  {r['items']} videos in {r['seconds']:.1f}s: {r['rate']:.3f} videos/s (runs: {r['all_rates']})")
+            log(f"  {r['timed_items']} videos in {r['seconds']:.1f}s: {r['rate']:.3f} videos/s "
+                f"(runs: {r['all_rates']})")
 
             log(f"[data benchmark] test loader, decode per view, same videos, {tag} ...")
             r = _median_run(lambda: _timed(build_per_view_loader(test_set, num_workers=num_workers),
                                            label=f"per-view {tag}", count=lambda b: len(b["indices"]) / views), repeat)
-            r["items"] = int(round(r["items"]))
+            r["items"], r["timed_items"] = int(round(r["items"])), int(round(r["timed_items"]))
             once = rows[-1]["rate"]
             r["speedup_of_decode_once"] = once / r["rate"]
             rows.append(dict(loader="test_per_view", decoder=decoder, workers=num_workers, unit="videos/s", **r))
-            log(f"  {r['items']} videos in {r['seconds']:.1f}s: {r['rate']:.3f} videos/s (runs: {r['all_rates']}); "
+            log(f"  {r['timed_items']} videos in {r['seconds']:.1f}s: {r['rate']:.3f} videos/s "
+                f"(runs: {r['all_rates']}); "
                 f"decode once is {r['speedup_of_decode_once']:.1f}x faster")
     return rows
 
@@ -255,7 +275,8 @@ def _describe_videos(paths: List[str]) -> Dict:
     with av.open(paths[0]) as c:
         s = c.streams.video[0]
         return {"width": s.width, "height": s.height, "fps": float(s.average_rate), "frames": s.frames,
-                "codec": s.codec_context.name, "mean_file_bytes": int(sum(os.path.getsize(p) for p in paths) / len(paths))}
+                "codec": s.codec_context.name,
+                "mean_file_bytes": int(sum(os.path.getsize(p) for p in paths) / len(paths))}
 
 
 # --------------------------------------------------------------------------- #
@@ -301,6 +322,7 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
 
+    machine = machine_info()  # before the work: the load average says what else was running
     decoders = args.decoders or available_backends()
     missing = [d for d in decoders if d not in available_backends()]
     if missing:
@@ -335,11 +357,12 @@ def main(argv=None) -> int:
             temp.cleanup()
     result = {
         "command": "python -m octvideo.data.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(),
+        "machine": machine,
         "videos": videos,
         "config": {
             "DATA.NUM_FRAMES": cfg.DATA.NUM_FRAMES, "DATA.SAMPLING_RATE": cfg.DATA.SAMPLING_RATE,
-            "DATA.TRAIN_JITTER_SCALES": list(cfg.DATA.TRAIN_JITTER_SCALES), "DATA.TRAIN_CROP_SIZE": cfg.DATA.TRAIN_CROP_SIZE,
+            "DATA.TRAIN_JITTER_SCALES": list(cfg.DATA.TRAIN_JITTER_SCALES),
+            "DATA.TRAIN_CROP_SIZE": cfg.DATA.TRAIN_CROP_SIZE,
             "DATA.TEST_CROP_SIZE": cfg.DATA.TEST_CROP_SIZE, "TEST.NUM_ENSEMBLE_VIEWS": cfg.TEST.NUM_ENSEMBLE_VIEWS,
             "TEST.NUM_SPATIAL_CROPS": cfg.TEST.NUM_SPATIAL_CROPS, "TRAIN.BATCH_SIZE": cfg.TRAIN.BATCH_SIZE,
             "DATA_LOADER.DECODER_THREADS": cfg.DATA_LOADER.DECODER_THREADS,

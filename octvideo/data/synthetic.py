@@ -186,7 +186,8 @@ def write_unusable_videos(out_dir: str) -> Dict[str, str]:
     import av
 
     os.makedirs(out_dir, exist_ok=True)
-    paths = {k: os.path.join(out_dir, k + ".mp4") for k in ("zero_byte", "missing", "truncated", "garbage", "audio_only")}
+    kinds = ("zero_byte", "missing", "truncated", "garbage", "audio_only")
+    paths = {k: os.path.join(out_dir, k + ".mp4") for k in kinds}
     open(paths["zero_byte"], "wb").close()
     if os.path.exists(paths["missing"]):
         os.remove(paths["missing"])

@@ -28,8 +28,12 @@ __all__ = [
 
 
 def to_tensor_frames(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, H, W, 3] (numpy, decoder layout) -> uint8 [T, 3, H, W] (torch)."""
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+    """uint8 [T, H, W, 3] (numpy, decoder layout) -> uint8 [T, 3, H, W] (torch), no copy.
+
+    The result is a channels-last view: torchvision's uint8 resize is faster on it than on
+    a contiguous copy (and gives the same pixels), and every later step copies anyway.
+    """
+    return torch.from_numpy(frames).permute(0, 3, 1, 2)
 
 
 def short_side_size(*, height: int, width: int, size: int) -> Tuple[int, int]:
