@@ -1,7 +1,7 @@
 """Decoding: decord and PyAV give the same frames, sampling by time, short and bad videos.
 
 Colour tolerance: decord and PyAV each bundle their own ffmpeg, and both convert YUV to
-RGB with swscale. On the videos below (H.264, VP9, MPEG-4 in mp4/mkv/webm) the two give
+RGB with swscale. On the videos below (H.264 and VP9 in mp4/mkv/webm) the two give
 bit-identical frames; the tests still allow COLOUR_TOLERANCE grey levels per pixel (and a
 mean difference under MEAN_TOLERANCE) so that another build's rounding does not fail
 them, while a wrong frame (a neighbour, a black frame) differs far more than that.

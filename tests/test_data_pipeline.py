@@ -257,6 +257,19 @@ def test_training_replaces_bad_videos_reports_each_once_and_lists_them(bad_and_g
     assert len(open(bad_file).read().splitlines()) == len(bad)
 
 
+def test_a_dataset_built_from_the_config_lists_bad_videos_in_output_dir(bad_and_good, tmp_path):
+    bad, good = bad_and_good
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text(f"{good[0]} walking\n{bad['garbage']} running\n")
+    cfg = _cfg(str(data), tmp_path / "out")
+    ds = build_dataset(cfg, "train")
+    item = ds[1]  # garbage.mp4: replaced by the good video
+    assert item["indices"] == 0 and item["labels"] == ds.class_names.index("walking")
+    lines = (tmp_path / "out" / "bad_videos.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [bad["garbage"]]
+
+
 def test_training_with_only_bad_videos_stops_with_a_clear_error(bad_and_good):
     bad, _ = bad_and_good
     ds = _dataset(list(bad.values()), _clip_cfg(num_retries=4), "train")
