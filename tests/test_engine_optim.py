@@ -114,3 +114,17 @@ def test_multi_view_scores_shrink_the_view_batch_on_out_of_memory(small_cfg):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     assert calls[:3] == [12, 6, 3] and sum(c for c in calls if c <= 4) == 12
     assert got.sum(1).sub(1).abs().max() < 1e-5
+
+
+def test_unlabelled_test_videos_are_predicted_but_not_scored():
+    """Kinetics-600's test.csv has no labels (-1): such videos get predictions, metrics skip them."""
+    from octvideo.engine.evaluator import summarise
+
+    names = ["a", "b", "c"]
+    part = {"indices": [0, 1, 2, 3], "labels": [0, 1, -1, 2], "failed": [{"index": 4, "path": "e.mp4", "error": "x"}],
+            "scores": [np.array(s) for s in ([0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.1, 0.2, 0.7])]}
+    r = summarise([part], names, ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4"])
+    assert r["num_videos"] == 4 and r["num_scored"] == 3 and r["num_failed"] == 1
+    assert r["top1"] == pytest.approx(200 / 3) and r["top5"] == 100.0
+    assert r["confusion_matrix"].sum() == 3
+    assert r["predictions"][2]["label"] is None and r["predictions"][2]["top5"][0][0] == "c"

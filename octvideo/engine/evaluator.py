@@ -83,30 +83,31 @@ def summarise(parts: Sequence[Dict], class_names: Sequence[str], paths: Sequence
             failed[int(f["index"])] = f
     order = sorted(by_index)
     num_classes = len(class_names)
-    if order:
-        labels = np.array([by_index[i][0] for i in order])
-        scores = np.stack([by_index[i][1] for i in order])
-        top5 = np.argsort(-scores, axis=1)[:, :5]
-        preds = top5[:, 0]
-        top1 = float((preds == labels).mean() * 100)
-        top5_acc = float((top5 == labels[:, None]).any(axis=1).mean() * 100)
-        cm = confusion_matrix(preds, labels, num_classes)
+    labels = np.array([by_index[i][0] for i in order], dtype=np.int64)
+    scores = np.stack([by_index[i][1] for i in order]) if order else np.zeros((0, num_classes))
+    top5 = np.argsort(-scores, axis=1)[:, :5]
+    # Rows without a label (-1: e.g. Kinetics-600's test.csv) are predicted but not scored.
+    scored = labels >= 0
+    if scored.any():
+        preds, truth = top5[scored, 0], labels[scored]
+        top1 = float((preds == truth).mean() * 100)
+        top5_acc = float((top5[scored] == truth[:, None]).any(axis=1).mean() * 100)
+        cm = confusion_matrix(preds, truth, num_classes)
         mca = mean_class_accuracy(cm) * 100
     else:
-        labels = preds = np.zeros(0, dtype=int)
-        scores = np.zeros((0, num_classes))
-        top5 = np.zeros((0, 5), dtype=int)
         top1 = top5_acc = mca = float("nan")
         cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     predictions = []
     for row, i in enumerate(order):
         predictions.append({
-            "index": i, "path": paths[i] if i < len(paths) else "", "label": class_names[labels[row]],
+            "index": i, "path": paths[i] if i < len(paths) else "",
+            "label": class_names[labels[row]] if labels[row] >= 0 else None,
             "top5": [[class_names[c], round(float(scores[row, c]), 6)] for c in top5[row]],
         })
     return {
         "top1": top1, "top5": top5_acc, "mean_class_accuracy": mca, "num_videos": len(order),
-        "num_failed": len(failed), "failed": sorted(failed.values(), key=lambda f: f["index"]),
+        "num_scored": int(scored.sum()), "num_failed": len(failed),
+        "failed": sorted(failed.values(), key=lambda f: f["index"]),
         "confusion_matrix": cm, "predictions": predictions,
     }
 
@@ -137,7 +138,7 @@ def run_test(cfg, model: Optional[nn.Module] = None, class_names: Optional[List[
     part = multi_view_predict(model, loader, cfg, device, logger)
     parts = du.all_gather_objects(part)
     result = summarise(parts, class_names, list(dataset.paths))
-    summary = {k: result[k] for k in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed")}
+    summary = {k: result[k] for k in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_scored", "num_failed")}
     summary.update(
         views=views, num_ensemble_views=cfg.TEST.NUM_ENSEMBLE_VIEWS, num_spatial_crops=cfg.TEST.NUM_SPATIAL_CROPS,
         checkpoint=checkpoint_path or "(model in memory after training)", num_classes=len(class_names),
