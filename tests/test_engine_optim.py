@@ -82,11 +82,11 @@ def test_bf16_autocast_on_cpu_trains(small_cfg):
     with autocast_context(cfg, cpu):
         assert model.stem.conv(torch.randn(1, 3, 8, 16, 16)).dtype == torch.bfloat16
     g = torch.Generator().manual_seed(0)
-    batch = {"inputs": torch.randn(4, 3, 8, 32, 32, generator=g), "labels": torch.tensor([0, 1, 2, 3]),
+    batch = {"inputs": torch.randn(4, 3, 8, 24, 24, generator=g), "labels": torch.tensor([0, 1, 2, 3]),
              "indices": torch.arange(4)}
     opt = build_optimizer(cfg, model)
     losses = [train_one_epoch(model, [batch], opt, make_scaler(cfg, cpu), cfg, e, cpu, logging.getLogger("t"))["loss"]
-              for e in range(6)]
+              for e in range(4)]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
 
 
