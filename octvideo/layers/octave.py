@@ -114,13 +114,23 @@ def add_upsampled_(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     size-2 axes (paper §3.2: fold the up-sampling into the sum instead of storing it). An
     odd last row / column of ``high`` takes the last low row / column, as cropping the
     up-sampled map does. ``low`` may also have ``H x W`` pixels (nothing to up-sample).
-    Returns ``high``. Under autograd, the gradient of ``low`` is the 2x2 block sum of the
-    incoming gradient, by a pooling kernel rather than autograd's generic broadcast
+    Returns ``high``. For autograd use :func:`add_upsampled`.
+    """
+    return _write_upsampled(high, low, "add_")
+
+
+def add_upsampled(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """``high + upsample2x(low)[..., :H, :W]`` as a new tensor in ``high``'s layout (one pass).
+
+    The out-of-place form of :func:`add_upsampled_` for autograd: an in-place add into a
+    convolution output that is a view (see ``conv_nd``) would make autograd copy the whole
+    gradient several times on the way back. The gradient of ``low`` is the 2x2 block sum
+    of the incoming gradient, by a pooling kernel rather than autograd's generic broadcast
     reduction (which was the largest octave overhead of a training step).
     """
     if torch.is_grad_enabled() and (high.requires_grad or low.requires_grad):
         return _AddUpsampled.apply(high, low)
-    return _write_upsampled(high, low, "add_")
+    return _write_upsampled(high.clone(memory_format=_memory_format_of(high)), low, "add_")
 
 
 def pool2x(x: torch.Tensor) -> torch.Tensor:
@@ -147,9 +157,9 @@ class _AddUpsampled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, high, low):
         ctx.low_size = tuple(low.shape[-2:])
-        _write_upsampled(high, low, "add_")
-        ctx.mark_dirty(high)
-        return high
+        out = torch.empty(high.shape, dtype=torch.result_type(high, low), device=high.device,
+                          memory_format=_memory_format_of(high))
+        return _write_upsampled(high, low, "add", out=out)
 
     @staticmethod
     def backward(ctx, grad):
@@ -188,25 +198,36 @@ def copy_upsampled_(out: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     return _write_upsampled(out, low, "copy_")
 
 
-def _write_upsampled(high: torch.Tensor, low: torch.Tensor, op: str) -> torch.Tensor:
+def _write_upsampled(high: torch.Tensor, low: torch.Tensor, op: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``high.<op>(up(low))`` through broadcast views; with ``out``: ``out = high + up(low)``."""
     H, W = high.shape[-2], high.shape[-1]
+    target = high if out is None else out
+
+    def apply(dst, src, lo):
+        if out is None:
+            getattr(dst, op)(lo)
+        else:
+            torch.add(src, lo, out=dst)
+
     if tuple(low.shape[-2:]) == (H, W):
-        getattr(high, op)(low)
-        return high
+        apply(target, high, low)
+        return target
     if tuple(low.shape[-2:]) != (low_size(H), low_size(W)):
         raise ValueError(f"cannot up-sample a {tuple(low.shape[-2:])} map onto {H}x{W}: expected {low_size(H)}x{low_size(W)}")
     h, w = H // 2, W // 2
+    # unflatten of one axis is always a view, even on a cropped (non-contiguous) slice.
     if h and w:
-        # unflatten of one axis is always a view, even on the cropped (non-contiguous) slice.
-        even = high[..., : 2 * h, : 2 * w].unflatten(-1, (w, 2)).unflatten(-3, (h, 2))
-        getattr(even, op)(low[..., :h, None, :w, None])
+        even = lambda t: t[..., : 2 * h, : 2 * w].unflatten(-1, (w, 2)).unflatten(-3, (h, 2))
+        apply(even(target), even(high), low[..., :h, None, :w, None])
     if H % 2 and w:
-        getattr(high[..., H - 1, : 2 * w].unflatten(-1, (w, 2)), op)(low[..., h, :w, None])
+        row = lambda t: t[..., H - 1, : 2 * w].unflatten(-1, (w, 2))
+        apply(row(target), row(high), low[..., h, :w, None])
     if W % 2 and h:
-        getattr(high[..., : 2 * h, W - 1].unflatten(-1, (h, 2)), op)(low[..., :h, None, w])
+        col = lambda t: t[..., : 2 * h, W - 1].unflatten(-1, (h, 2))
+        apply(col(target), col(high), low[..., :h, None, w])
     if H % 2 and W % 2:
-        getattr(high[..., H - 1, W - 1], op)(low[..., h, w])
-    return high
+        apply(target[..., H - 1, W - 1], high[..., H - 1, W - 1], low[..., h, w])
+    return target
 
 
 def is_octave(x: OctTensor) -> bool:
