@@ -104,7 +104,7 @@ class _OctConvNd(nn.Module):
         self.in_high, self.in_low = split_channels(in_channels, alpha_in, "in_channels", "alpha_in")
         self.out_high, self.out_low = split_channels(out_channels, alpha_out, "out_channels", "alpha_out")
         self.is_plain = self.in_low == 0 and self.out_low == 0
-        # A plain conv (alpha 0 -> 0) is exactly nn.ConvNd, strided conv included. With an
+        # A plain conv (alpha 0 -> 0) is nn.ConvNd's convolution, strided conv included. With an
         # octave on either side, spatial stride 2 is a 2x2 average pool followed by a
         # stride-1 conv (official layout; strided convs misalign octaves, paper Table 3).
         self.downsample = spatial_stride[0] == 2 and not self.is_plain
@@ -229,9 +229,13 @@ class _OctConvNd(nn.Module):
         """Paper eq. 4 with the same weights as :meth:`forward_reference`, in fewer, cheaper ops.
 
         Always:
-        - the low-to-high result is added to the high output through a broadcast view
-          (:func:`add_upsampled_`): the up-sampled map is never materialised;
-        - every convolution runs on the kernel :func:`conv_nd` picks.
+        - the low-to-high result is added to the high output through broadcast views
+          (:func:`add_upsampled_`, in place; under autograd :func:`add_upsampled`, whose
+          backward block-sums the gradient): the up-sampled map is never materialised;
+        - every convolution runs on the kernel :func:`conv_nd` picks;
+        - under autograd, h2l keeps only the un-pooled high input for backward (which h2h
+          keeps anyway) and recomputes the pooled one there (``_ConvOfPooled``), and the
+          pools' backward writes the gradient directly (:func:`pool2x`).
         Without autograd (inference) also, where ``__init__``'s cost model says it pays:
         - ``stack_low_paths``: l2h and l2l read the same input, so they run as one
           convolution with their weights stacked on the output channels;
@@ -379,6 +383,9 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
         and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
         and not torch.is_autocast_enabled("cpu")  # autocast casts in F.convNd, not here
+        # torch.compile traces F.convNd (it has no fake-tensor kernel for the oneDNN call)
+        # and picks oneDNN kernels itself.
+        and not torch.compiler.is_compiling()
     )
 
 
