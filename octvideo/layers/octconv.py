@@ -410,11 +410,16 @@ def conv_nd(
     """
     stride, padding = tuple(stride), tuple(padding)
     if _use_onednn(x, weight):
-        if x.dim() == 5 and weight.shape[2] == 1 and stride[0] == 1 and padding[0] == 0 and _channels_innermost(x):
+        if (
+            x.dim() == 5 and weight.shape[2] == 1 and stride[0] == 1 and padding[0] == 0 and _channels_innermost(x)
+            and (weight.shape[3] * weight.shape[4] > 1 or x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] <= 20480)
+        ):
             # A kernel of 1 frame on channels_last_3d memory: frames folded into the batch,
-            # (N*T, C, H, W), is a view; the forward is the same oneDNN kernel, but the
-            # backward, which PyTorch dispatches by its size heuristics again, then stays
-            # on oneDNN instead of falling back to slow_conv3d (2-5x faster at res3-res5).
+            # (N*T, C, H, W), is a view. The forward is the same oneDNN kernel, but the
+            # backward, which PyTorch dispatches by its own size rule again (oneDNN for
+            # batch > 1 or more than 20480 rows N*C*T*H, else slow_conv3d), then stays on
+            # oneDNN: 2-5x faster for the 1x3x3 kernels of res3-res5 and small maps. (For
+            # 1x1 kernels on larger maps the 3D call is as fast or faster: res5 1x1.)
             n, t = x.shape[0], x.shape[2]
             y = torch.mkldnn_convolution(x.transpose(1, 2).flatten(0, 1), weight.squeeze(2), bias,
                                          padding[1:], stride[1:], (1, 1), groups)
