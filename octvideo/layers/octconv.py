@@ -29,10 +29,11 @@ IntOrTuple = Union[int, Sequence[int]]
 _FORCE_REFERENCE = False
 
 # Cost model of the inference strategies of forward_fast: how many multiply-adds cost as
-# much as streaming one element through memory once (read + write). Measured on the CPU
-# of docs/benchmarks.md (oneDNN ~100 GMAC/s and ~5 G element-passes/s per core); GPUs
-# have the same order of ratio. Only the choice between exact formulations depends on it.
-_MACS_PER_PASS = 20
+# much as streaming one element through memory once (read + write). Fitted to the layer
+# timings on the 2-core CPU of docs/benchmarks.md with 2 threads (oneDNN ~200 GMAC/s,
+# ~5 G element-passes/s); GPUs have the same order of ratio. Only the choice between
+# exact formulations depends on it.
+_MACS_PER_PASS = 40
 
 
 class reference_mode:
