@@ -255,7 +255,9 @@ class _OctConvNd(nn.Module):
             high = pool2x(high)
             if low is not None:
                 low = pool2x(low)
-        stack = not (torch.is_grad_enabled() and (high.requires_grad or any(p.requires_grad for p in self.parameters())))
+        stack = not (torch.is_grad_enabled() and (
+            high.requires_grad or (low is not None and low.requires_grad) or any(p.requires_grad for p in self.parameters())
+        ))
         if stack and self.upsample_before_l2h:
             return self._forward_upsample_before_l2h(high, low_for_l2h)
         high_to_low = None
