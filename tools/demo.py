@@ -27,7 +27,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", dest="cfg_file", default=DEMO_CFG)
     p.add_argument("--data-dir", default=os.path.join(ROOT, "data", "synthetic"))
-    p.add_argument("--videos-per-class", type=int, default=60)
+    p.add_argument("--videos-per-class", type=int, default=100)
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = p.parse_args(argv)
     t0 = time.time()
