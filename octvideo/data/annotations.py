@@ -82,13 +82,19 @@ def _is_official(first_line: str) -> bool:
     return "youtube_id" in cols and "time_start" in cols
 
 
-def read_annotations(file: str, *, split: str, video_root: str) -> Annotation:
-    """Parse ``file`` (either style) and resolve every row to a video path under ``video_root``."""
+def _read_lines(file: str) -> Tuple[str, List[str]]:
+    """The text of an annotation file and its non-blank lines; an empty file is an error naming it."""
     with open(file, newline="", encoding="utf-8") as f:
         text = f.read()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise ValueError(f"annotation file {file!r} is empty")
+    return text, lines
+
+
+def read_annotations(file: str, *, split: str, video_root: str) -> Annotation:
+    """Parse ``file`` (either style) and resolve every row to a video path under ``video_root``."""
+    text, lines = _read_lines(file)
     if _is_official(lines[0]):
         return _read_official(file, text, split=split, video_root=video_root)
     return _read_slowfast(file, lines, video_root=video_root)
@@ -201,11 +207,7 @@ def resolve_labels(raw: Sequence[str], *, class_names: Optional[List[str]], file
 
 def read_label_column(file: str) -> List[str]:
     """Only the labels of an annotation file (no video lookup): to name the classes."""
-    with open(file, newline="", encoding="utf-8") as f:
-        text = f.read()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError(f"annotation file {file!r} is empty")
+    _, lines = _read_lines(file)
     if _is_official(lines[0]):
         return [(row.get("label") or "").strip() for row in csv.DictReader(lines)]
     return _read_slowfast(file, lines, video_root="", check_files=False).raw_labels
