@@ -39,7 +39,8 @@ def test_per_view_loader_gives_the_views_of_the_decode_once_item_one_decode_each
     assert len(batches) == 2  # one batch per video, its 15 views in order
     for video, batch in enumerate(batches):
         assert batch["indices"].tolist() == [video] * 15 and batch["views"].tolist() == list(range(15))
-        torch.testing.assert_close(batch["inputs"], dataset.load_views(paths[video]), rtol=0, atol=0)
+        assert batch["frames"].dtype == torch.uint8
+        torch.testing.assert_close(batch["frames"], dataset.load_view_frames(paths[video]), rtol=0, atol=0)
     assert calls == collections.Counter({p: 15 for p in paths})
 
 

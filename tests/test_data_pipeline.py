@@ -73,11 +73,18 @@ def _dataset(paths, cfg, split, **kw):
 
 
 def _test_batch(ds, indices):
-    """The test loader's batch of ``indices`` (its collate normalises the uint8 views)."""
+    """The test loader's batch of ``indices`` (uint8 views, normalised later by the evaluator)."""
     c = ds.clip
     view_shape = (c.num_views, 3, c.num_frames, c.test_crop_size, c.test_crop_size)
-    collate = loader_mod.TestCollate(view_shape, mean=c.mean, std=c.std)
+    collate = loader_mod.TestCollate(view_shape)
     return collate([ds[i] for i in indices])
+
+
+def _as_inputs(frames, clip):
+    """uint8 [..., T, 3, H, W] -> the float [..., 3, T, H, W] a model sees: (x / 255 - mean) / std."""
+    mean = torch.tensor(clip.mean).view(3, 1, 1, 1)
+    std = torch.tensor(clip.std).view(3, 1, 1, 1)
+    return (frames.transpose(-4, -3).float() / 255 - mean) / std
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +171,10 @@ def test_test_item_holds_10_clips_by_3_crops_along_the_long_side(ramps, orientat
     ds = _dataset([ramps[orientation]], cfg, "test")
     batch = _test_batch(ds, [0])
     assert batch["failed"] == []
-    views = batch["inputs"][0]
+    assert batch["frames"].dtype == torch.uint8 and tuple(batch["frames"].shape) == (1, 30, 4, 3, 48, 48)
+    views = _as_inputs(batch["frames"][0], cfg)
     assert tuple(views.shape) == (30, 3, 4, 48, 48)  # (views, C, T, H, W)
-    torch.testing.assert_close(views, ds.load_views(ramps[orientation]), rtol=0, atol=0)
+    torch.testing.assert_close(views, ds.load_views(ramps[orientation]), rtol=1e-6, atol=1e-6)
     # Short side 64 -> 48, long side 128 -> 96: the 48-pixel crops start at 0, 24 and 48,
     # so their centres see the ramp at 24, 48 and 72 of 96 pixels.
     grey = _grey(views, cfg).mean(dim=(1, 2, 3)).view(10, 3)  # [clip, crop]
@@ -208,7 +216,7 @@ def test_test_loader_decodes_each_video_once(synthetic, tmp_path, monkeypatch, b
     cfg = _cfg(synthetic, tmp_path, **{"DATA.DECODER": backend})
     dataset = build_dataset(cfg, "test")
     batches = list(build_loader(cfg, "test", dataset))
-    assert [tuple(b["inputs"].shape) for b in batches] == [(2, 30, 3, 4, 48, 48)] * 2
+    assert [tuple(b["frames"].shape) for b in batches] == [(2, 30, 4, 3, 48, 48)] * 2
     assert sorted(int(i) for b in batches for i in b["indices"]) == [0, 1, 2, 3]
     assert all(b["failed"] == [] for b in batches)
     # 4 videos x 30 views: one decoder call per video (PySlowFast makes 30).
@@ -284,16 +292,17 @@ def test_test_loader_counts_failures_and_never_yields_none(bad_and_good, tmp_pat
     cfg = _cfg(os.path.dirname(good[0]), tmp_path, **{"DATA_LOADER.NUM_WORKERS": 1})
     ds = _dataset(paths, ClipConfig.from_cfg(cfg), "test", bad_video_file=str(tmp_path / "bad_videos.txt"))
     batches = list(build_loader(cfg, "test", ds))
-    shapes = [tuple(b["inputs"].shape) for b in batches]
-    assert shapes == [(1, 30, 3, 4, 48, 48), (0, 30, 3, 4, 48, 48), (1, 30, 3, 4, 48, 48)]
+    shapes = [tuple(b["frames"].shape) for b in batches]
+    assert shapes == [(1, 30, 4, 3, 48, 48), (0, 30, 4, 3, 48, 48), (1, 30, 4, 3, 48, 48)]
+    assert all(b["frames"].dtype == torch.uint8 for b in batches)
     assert [b["indices"].tolist() for b in batches] == [[0], [], [4]]
     assert [b["labels"].tolist() for b in batches] == [[0], [], [4]]
     failed = [f for b in batches for f in b["failed"]]
     assert [(f["index"], f["path"]) for f in failed] == [(1, paths[1]), (2, paths[2]), (3, paths[3])]
     assert all(f["error"] for f in failed)
     for b in batches:
-        if len(b["inputs"]):
-            assert b["inputs"].flatten(2).std(dim=2).min() > 0.1  # every view is a real picture
+        if len(b["frames"]):
+            assert b["frames"].flatten(2).float().std(dim=2).min() > 0.1 * 255 * 0.225  # every view a real picture
     assert sorted(open(tmp_path / "bad_videos.txt").read().split("\n")[:-1]) == sorted(
         f"{f['path']}\t{f['error']}" for f in failed
     )
@@ -331,7 +340,7 @@ def test_odd_portrait_grey_one_frame_and_real_videos_through_all_pipelines(unusu
         for index in range(len(videos)):
             item = _test_batch(ds, [index]) if split == "test" else ds[index]
             assert int(item["indices"]) == index, (split, videos[index])  # nothing was replaced
-            x = item["inputs"][0] if split == "test" else item["inputs"]
+            x = _as_inputs(item["frames"][0], cfg) if split == "test" else item["inputs"]
             assert tuple(x.shape) == shape and torch.isfinite(x).all(), (split, videos[index])
             assert x.std() > 0.05, (split, videos[index])
 

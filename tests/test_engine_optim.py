@@ -106,14 +106,20 @@ def test_multi_view_scores_shrink_the_view_batch_on_out_of_memory(small_cfg):
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             return model(x)
 
-    views = torch.randn(2, 6, 3, 4, 32, 32)
+    # The test loader's uint8 pixels (B, V, T, 3, H, W); the model sees (x / 255 - mean) / std as (C, T, H, W).
+    frames = torch.randint(0, 256, (2, 6, 4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean = torch.tensor(cfg.DATA.MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(cfg.DATA.STD).view(3, 1, 1, 1)
+    views = (frames.flatten(0, 1).transpose(1, 2).float() / 255 - mean) / std
     cpu = torch.device("cpu")
     with torch.no_grad():
-        expected = model(views.flatten(0, 1)).softmax(1).reshape(2, 6, -1).mean(1)
-    got = video_scores(SmallMemory(), views, 0, cfg, cpu)
+        expected = model(views).softmax(1).reshape(2, 6, -1).mean(1)
+    got = video_scores(SmallMemory(), frames, 0, cfg, cpu)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     assert calls[:3] == [12, 6, 3] and sum(c for c in calls if c <= 4) == 12
     assert got.sum(1).sub(1).abs().max() < 1e-5
+    with pytest.raises(ValueError, match=r"uint8 views.*torch.float32"):
+        video_scores(model, views.view(2, 6, 3, 4, 32, 32), 0, cfg, cpu)  # float views: a clear error
 
 
 def test_unlabelled_test_videos_are_predicted_but_not_scored():

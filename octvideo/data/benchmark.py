@@ -42,7 +42,7 @@ from .decoder import available_backends, decode_frames
 from .kinetics import KineticsDataset, build_dataset
 from .loader import build_loader, set_epoch
 from .sampling import clip_indices, clip_starts_uniform, frame_step
-from .transforms import normalise, resize_short_side, spatial_crop_offsets, to_tensor_frames
+from .transforms import resize_short_side, spatial_crop_offsets, to_tensor_frames
 
 __all__ = ["DecodePerViewDataset", "build_per_view_loader", "run_benchmark", "format_table", "main"]
 
@@ -54,9 +54,10 @@ class DecodePerViewDataset(Dataset):
     """The test set the PySlowFast way: one item per (video, clip, crop), each decoding its clip.
 
     Item ``i`` is view ``i % V`` of video ``i // V`` (V = clips x crops, clip-major as in
-    :meth:`KineticsDataset.load_views`), and equals that view of ``load_views``: same
-    sampling, resize, crop and normalisation, but a decoder call per view instead of one
-    per video. Only for comparing throughput.
+    :meth:`KineticsDataset.load_view_frames`), and its uint8 ``frames`` [T, 3, S, S] equal
+    that view of ``load_view_frames``: same sampling, resize and crop, handed on as uint8
+    like the decode-once loader's, but a decoder call per view instead of one per video.
+    Only for comparing throughput.
     """
 
     def __init__(self, dataset: KineticsDataset):
@@ -88,7 +89,7 @@ class DecodePerViewDataset(Dataset):
         )[crop_index]
         view_frames = frames[..., top : top + s, left : left + s]
         return {
-            "inputs": normalise(view_frames, mean=c.mean, std=c.std),
+            "frames": view_frames.contiguous(),
             "labels": self.dataset.labels[video],
             "indices": video,
             "views": view,

@@ -3,8 +3,10 @@
 Batches::
 
     train / val  {"inputs": float32 [B, C, T, S, S], "labels": int64 [B], "indices": int64 [B]}
-    test         {"inputs": float32 [B, V, C, T, S, S], "labels": int64 [B], "indices": int64 [B],
+    test         {"frames": uint8 [B, V, T, 3, S, S], "labels": int64 [B], "indices": int64 [B],
                   "failed": [{"index": int, "path": str, "error": str}, ...]}
+
+Test views stay uint8 until the evaluator normalises them on the device (see TestCollate).
 
 In the test batch, failed videos are removed from the tensors (B may be 0) and listed in
 "failed", so metrics count them instead of scoring an empty tensor.
@@ -20,10 +22,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from .kinetics import build_dataset
-from .transforms import normalise
 
 __all__ = ["build_loader", "set_epoch", "EpochSampler", "collate_clips", "TestCollate", "worker_init_fn"]
 
@@ -66,7 +67,7 @@ def worker_init_fn(worker_id: int) -> None:
 def _stack(tensors: List[torch.Tensor]) -> torch.Tensor:
     # default_collate stacks straight into shared memory inside a worker; torch.stack would
     # build the batch in private memory and the loader would copy it again (a test batch
-    # of 8 videos x 30 views is ~1.5 GB of floats at the Kinetics sizes).
+    # of 8 videos x 30 views is ~380 MB of uint8 at the Kinetics sizes).
     return default_collate(tensors)
 
 
@@ -80,19 +81,20 @@ def collate_clips(items: Sequence[Dict]) -> Dict[str, torch.Tensor]:
 
 
 class TestCollate:
-    """Test items -> {"inputs": float32 [B, V, C, T, S, S], "labels", "indices", "failed"}.
+    """Test items -> {"frames": uint8 [B, V, T, 3, S, S], "labels", "indices", "failed"}.
 
-    Items carry uint8 views [V, T, 3, S, S] (see octvideo.data.kinetics); they are
-    normalised here, straight into the batch (in shared memory inside a worker, so the
-    batch reaches the main process without another copy). ``view_shape`` = (V, C, T, S, S)
-    also gives the empty batch its shape when every video of the batch failed (B = 0),
+    The views stay uint8 pixels: normalised float views are 4x the bytes, and with
+    DataLoader workers every batch crosses a process boundary through shared memory (a
+    256x256 video's 30 views are ~47 MB of uint8 against ~190 MB of float32). The evaluator
+    normalises each chunk of views after moving it to the device
+    (:func:`octvideo.engine.evaluator.video_scores`; the same arithmetic as training's
+    :func:`octvideo.data.transforms.normalise`). ``view_shape`` = (V, C, T, S, S) checks each
+    item and gives the empty batch its shape when every video of the batch failed (B = 0),
     instead of returning None.
     """
 
-    def __init__(self, view_shape: Tuple[int, int, int, int, int], *, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, view_shape: Tuple[int, int, int, int, int]):
         self.view_shape = tuple(int(x) for x in view_shape)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
 
     def __call__(self, items: Sequence[Dict]) -> Dict:
         ok = [it for it in items if it.get("failed") is None]
@@ -105,31 +107,13 @@ class TestCollate:
                     f"test item {it['indices']} has {frames.dtype} frames of shape {tuple(frames.shape)}, "
                     f"expected uint8 {(v, t, c, h, w)}"
                 )
-        inputs = _float_batch((len(ok), *self.view_shape))
-        for i, it in enumerate(ok):
-            normalise(it["frames"], mean=self.mean, std=self.std, out=inputs[i])
+        frames = _stack([it["frames"] for it in ok]) if ok else torch.empty((0, v, t, c, h, w), dtype=torch.uint8)
         return {
-            "inputs": inputs,
+            "frames": frames,
             "labels": torch.as_tensor([it["labels"] for it in ok], dtype=torch.long),
             "indices": torch.as_tensor([it["indices"] for it in ok], dtype=torch.long),
             "failed": failed,
         }
-
-
-def _float_batch(shape: Tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised float32 tensor; in shared memory inside a DataLoader worker.
-
-    Same allocation as torch's default_collate: a batch in private memory would be copied
-    into shared memory to reach the main process.
-    """
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float32)
-    numel = 1
-    for n in shape:
-        numel *= int(n)
-    elem = torch.empty(0, dtype=torch.float32)
-    storage = elem._typed_storage()._new_shared(numel, device=elem.device)
-    return elem.new(storage).view(shape)
 
 
 def _world() -> Tuple[int, int, bool]:
@@ -167,9 +151,7 @@ def build_loader(cfg, split: str, dataset: Optional[Dataset] = None) -> DataLoad
     drop_last = train and len(sampler) >= batch_size
     if split == "test":
         clip = dataset.clip
-        collate = TestCollate(
-            (clip.num_views, 3, clip.num_frames, clip.test_crop_size, clip.test_crop_size), mean=clip.mean, std=clip.std
-        )
+        collate = TestCollate((clip.num_views, 3, clip.num_frames, clip.test_crop_size, clip.test_crop_size))
     else:
         collate = collate_clips
     workers = int(cfg.DATA_LOADER.NUM_WORKERS)

@@ -93,13 +93,14 @@ def normalise(
     Computed in place in the output layout (``out`` when given, e.g. a slice of a batch)
     as x * (1 / (255 std)) - mean / std: a test item's 30 views are ~190 MB of floats, and
     a uint8 -> float copy plus two in-place passes is ~4x faster than mixed-type arithmetic
-    or a chain of out-of-place operations.
+    or a chain of out-of-place operations. Runs on ``frames``' device (the evaluator
+    normalises test views on the GPU, after moving them there as uint8).
     """
     x = frames.transpose(-4, -3)  # (T, C) -> (C, T), a view
-    std_t = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=frames.device).view(3, 1, 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=frames.device).view(3, 1, 1, 1)
     if out is None:
-        out = torch.empty(x.shape, dtype=torch.float32)
+        out = torch.empty(x.shape, dtype=torch.float32, device=frames.device)
     elif tuple(out.shape) != tuple(x.shape) or out.dtype != torch.float32:
         raise ValueError(f"normalise: out is {out.dtype} {tuple(out.shape)}, expected float32 {tuple(x.shape)}")
     out.copy_(x)

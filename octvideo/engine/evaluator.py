@@ -1,8 +1,8 @@
 """The multi-view test (10 temporal clips x 3 crops by default) behind tools/test_net.py.
 
-Each dataset item holds all views of one video, decoded once: (V, C, T, H, W). Views go
-through the model in chunks of ``TEST.VIEW_BATCH_SIZE`` (0 = the whole batch at once);
-softmax scores are averaged per video; predictions are gathered across processes.
+Each dataset item holds all views of one video, decoded once, as uint8 pixels
+(V, T, 3, H, W); they are normalised on the device. Views go through the model in chunks
+of ``TEST.VIEW_BATCH_SIZE`` (0 = the whole batch at once); softmax scores are averaged per video; predictions are gathered across processes.
 """
 import json
 import os
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from octvideo.data.transforms import normalise
 from octvideo.models import build_model
 
 from . import distributed as du
@@ -22,21 +23,30 @@ from .trainer import autocast_context
 
 
 @torch.no_grad()
-def video_scores(model: nn.Module, views: torch.Tensor, view_batch_size: int, cfg, device) -> torch.Tensor:
-    """(B, V, C, T, H, W) views -> (B, num_classes) softmax averaged over the V views.
+def video_scores(model: nn.Module, frames: torch.Tensor, view_batch_size: int, cfg, device) -> torch.Tensor:
+    """uint8 (B, V, T, 3, H, W) views -> (B, num_classes) softmax averaged over the V views.
 
+    The views arrive as the test loader's uint8 pixels (``batch["frames"]``); each chunk is
+    moved to ``device`` as uint8 and normalised there with DATA.MEAN / DATA.STD (a quarter
+    of the bytes of float views to move, between processes and to the GPU).
     Views go through the model ``view_batch_size`` at a time (0: all B*V at once). When a chunk
     does not fit in GPU memory the chunk size is halved and the chunk retried, down to one view,
     so the 30-view test of a large model runs on a small GPU without tuning TEST.VIEW_BATCH_SIZE.
     """
-    b, v = views.shape[:2]
-    flat = views.reshape(b * v, *views.shape[2:])
+    if frames.dtype != torch.uint8 or frames.dim() != 6 or frames.shape[3] != 3:
+        raise ValueError(
+            f"video_scores expects uint8 views (B, V, T, 3, H, W); got {frames.dtype} {tuple(frames.shape)}"
+        )
+    b, v = frames.shape[:2]
+    flat = frames.reshape(b * v, *frames.shape[2:])
     chunk = view_batch_size if view_batch_size > 0 else flat.shape[0]
+    mean, std = tuple(cfg.DATA.MEAN), tuple(cfg.DATA.STD)
     probs = []
     start = 0
     while start < flat.shape[0]:
-        x = flat[start:start + chunk].to(device, non_blocking=True)
+        x = None
         try:
+            x = normalise(flat[start:start + chunk].to(device, non_blocking=True), mean=mean, std=std)
             with autocast_context(cfg, device):
                 probs.append(model(x).float().softmax(dim=1).cpu())
         except torch.OutOfMemoryError:
@@ -62,8 +72,8 @@ def multi_view_predict(model: nn.Module, loader, cfg, device, logger) -> Dict:
     progress = Progress(len(loader), "test", logger, cfg.LOG_PERIOD)
     for batch in loader:
         failed.extend(batch.get("failed", []))
-        if batch["inputs"].shape[0] > 0:
-            s = video_scores(model, batch["inputs"], cfg.TEST.VIEW_BATCH_SIZE, cfg, device)
+        if batch["frames"].shape[0] > 0:
+            s = video_scores(model, batch["frames"], cfg.TEST.VIEW_BATCH_SIZE, cfg, device)
             scores.extend(s.numpy())
             indices.extend(int(i) for i in batch["indices"])
             labels.extend(int(y) for y in batch["labels"])

@@ -28,7 +28,7 @@ def predict_videos(cfg, checkpoint: str, videos: Sequence[str], top_k: int = 5) 
     results = []
     for path in videos:
         try:
-            views = dataset.load_views(path)
+            views = dataset.load_view_frames(path)
         except VideoDecodeError as e:
             results.append({"video": path, "error": e.reason})
             continue
