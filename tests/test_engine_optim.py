@@ -66,7 +66,8 @@ def test_metrics():
     assert mean_class_accuracy(cm) == pytest.approx((0.5 + 1.0 + 0.0) / 3)
 
 
-def test_bf16_autocast_on_cpu_trains(small_cfg):
+@pytest.mark.parametrize("seed", [0, 2])
+def test_bf16_autocast_on_cpu_trains(small_cfg, seed):
     """TRAIN.MIXED_PRECISION bf16 runs the convolutions in bfloat16 on the CPU and still learns.
 
     8-frame clips, as the published models: with 2-4 frames PyTorch's CPU bf16 Conv3d weight
@@ -77,6 +78,7 @@ def test_bf16_autocast_on_cpu_trains(small_cfg):
     cfg = small_cfg("i3d", 0.25)
     cfg.TRAIN.MIXED_PRECISION, cfg.MODEL.DROPOUT_RATE = "bf16", 0.0
     cfg.SOLVER.BASE_LR, cfg.SOLVER.WARMUP_EPOCHS, cfg.SOLVER.MAX_EPOCH = 0.05, 0.0, 100
+    torch.manual_seed(seed)  # the initialisation, independent of the tests run before
     model = build_model(cfg)
     cpu = torch.device("cpu")
     with autocast_context(cfg, cpu):
@@ -86,8 +88,10 @@ def test_bf16_autocast_on_cpu_trains(small_cfg):
              "indices": torch.arange(4)}
     opt = build_optimizer(cfg, model)
     losses = [train_one_epoch(model, [batch], opt, make_scaler(cfg, cpu), cfg, e, cpu, logging.getLogger("t"))["loss"]
-              for e in range(4)]
-    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+              for e in range(8)]
+    # 8 steps on one batch: the loss oscillates for the first few (BN in training mode, LR 0.05)
+    # and then collapses; seeds 0-5, bf16 and fp32 alike, end below 0.05 from ~2.0.
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < 0.25 * losses[0]
 
 
 def test_multi_view_scores_shrink_the_view_batch_on_out_of_memory(small_cfg):

@@ -102,6 +102,40 @@ def test_every_fast_strategy_matches_reference(stack_low_paths, pool_after_h2l, 
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("upsample_before_l2h", [False, True])
+def test_inference_never_uses_stale_merged_weights(upsample_before_l2h):
+    """Stacked / joined weights are cached between inference calls; any change of a weight or a
+    bias (in place, load_state_dict, a replaced parameter, a dtype change) must show in the output."""
+    conv = OctConv3d(16, 16, 1, alpha_in=0.5, alpha_out=0.5, bias=True)
+    conv.stack_low_paths, conv.pool_after_h2l, conv.upsample_before_l2h = True, not upsample_before_l2h, upsample_before_l2h
+    x = make_input(conv, 1, 2, (6, 6), CL3D, dtype=torch.float32)
+
+    def check():
+        with torch.no_grad():
+            got = conv(x)
+            with reference_mode():
+                ref = conv(x)
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        return got
+
+    first = check()
+    with torch.no_grad():
+        conv.l2h.weight.mul_(3.0)  # in place
+    second = check()
+    assert not torch.allclose(first[0], second[0])
+    conv.load_state_dict({k: torch.randn_like(v) for k, v in conv.state_dict().items()})
+    check()
+    conv.h2l.bias = nn.Parameter(torch.randn(conv.out_low))  # a new parameter object
+    check()
+    with torch.no_grad():
+        conv.l2l.weight.data = conv.l2l.weight.data * -1  # new storage under the same parameter
+    check()
+    conv.double()
+    x = tuple(t.double() for t in x)
+    check()
+
+
 def test_strategies_are_chosen_where_they_are_valid():
     wide_in = OctConv3d(256, 64, 1, alpha_in=0.1, alpha_out=0.1)
     assert wide_in.stack_low_paths and wide_in.pool_after_h2l
@@ -175,6 +209,18 @@ def test_conv_nd_equals_conv3d_values_gradients_and_memory_format(kernel, stride
     x2 = torch.randn(2, 6, 9, 7).contiguous(memory_format=torch.channels_last)
     w2 = torch.randn(4, 6, 3, 3)
     torch.testing.assert_close(conv_nd(x2, w2, None, (2, 2), (1, 1)), F.conv2d(x2, w2, None, 2, 1), rtol=1e-5, atol=1e-5)
+    # Inference (pre-packed weights on channels-last input): the same values, twice (the
+    # second call reuses the pack), and again after the weight changes in place.
+    with torch.no_grad():
+        ref = F.conv3d(x, w, b, stride, padding)
+        for _ in range(2):
+            y = conv_nd(x.detach(), w, b, stride, padding)
+            torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+            assert y.is_contiguous(memory_format=CL3D) if fmt is CL3D else True
+        w.mul_(-2.0)
+        torch.testing.assert_close(conv_nd(x.detach(), w, b, stride, padding), F.conv3d(x, w, b, stride, padding),
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(conv_nd(x2, w2, None, (2, 2), (1, 1)), F.conv2d(x2, w2, None, 2, 1), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch,alpha", [("i3d", 0.25), ("c2d", 0.5), ("resnet", 0.5), ("i3d", 0.0)])

@@ -2,7 +2,7 @@
 """Speed and memory of vanilla vs Oct networks and layers, side by side (docs/benchmarks.md).
 
     python tools/benchmark.py [--device cpu|cuda] [--threads N] [--repeats N] [--only models,layers,memory]
-                              [--groups I3D,C2D,ResNet-50] [--modes inference,train]
+                              [--groups I3D,C2D,ResNet-50] [--modes inference,fused,train]
                               [--memory-format channels_last|contiguous|both] [--precision fp32|bf16|both]
                               [--compile] [--markdown | --json]
     python tools/benchmark.py data [ARGS ...]     # data-loading benchmark (octvideo.data.benchmark)
@@ -44,7 +44,9 @@ def main(argv=None):
                         help="comma list of models, layers, memory (default: all)")
     parser.add_argument("--groups", default=",".join(bm.MODEL_GROUPS), type=lambda v: _list(v, bm.MODEL_GROUPS, "--groups"),
                         help="model groups (default: I3D,C2D,ResNet-50)")
-    parser.add_argument("--modes", default="inference,train", type=lambda v: _list(v, ("inference", "train"), "--modes"))
+    parser.add_argument("--modes", default=",".join(bm.MODES), type=lambda v: _list(v, bm.MODES, "--modes"),
+                        help="inference (no grad), fused (no grad, BN folded into the convs as TEST.FUSE_CONV_BN; "
+                             "models only), train (forward + backward); default: all")
     parser.add_argument("--memory-format", default=None, choices=("channels_last", "contiguous", "both"),
                         help="default: channels_last on CPU, both on CUDA")
     parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "both"),

@@ -6,7 +6,7 @@ import torch
 from octvideo.models import build_model
 
 from . import distributed as du
-from .evaluator import video_scores
+from .evaluator import inference_model, video_scores
 
 
 def predict_videos(cfg, checkpoint: str, videos: Sequence[str], top_k: int = 5) -> List[Dict]:
@@ -24,7 +24,7 @@ def predict_videos(cfg, checkpoint: str, videos: Sequence[str], top_k: int = 5) 
     dataset = KineticsDataset(
         paths=list(videos), labels=[0] * len(videos), class_names=names, split="test", clip=ClipConfig.from_cfg(cfg)
     )
-    model.eval()
+    model = inference_model(model, cfg).eval()
     results = []
     for path in videos:
         try:

@@ -308,18 +308,51 @@ class _OctConvNd(nn.Module):
 
     def _joined(self, x: torch.Tensor, paths: Tuple[str, str]) -> torch.Tensor:
         """The sum of two paths whose inputs are stacked on the channels of ``x``: one convolution."""
-        a, b = getattr(self, paths[0]), getattr(self, paths[1])
-        weight = torch.cat([a.weight, b.weight], 1)
-        bias = None if a.bias is None else a.bias + b.bias
+        weight, bias = self._merged_weights(paths, 1)
         return conv_nd(x, weight, bias, self._conv_stride, self.padding, 1)
 
     def _stacked(self, x: torch.Tensor, paths: Tuple[str, str]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Two paths reading ``x`` as one convolution; returns their two outputs (views)."""
-        a, b = getattr(self, paths[0]), getattr(self, paths[1])
-        weight = torch.cat([a.weight, b.weight], 0)
-        bias = None if a.bias is None else torch.cat([a.bias, b.bias], 0)
+        weight, bias = self._merged_weights(paths, 0)
         y = conv_nd(x, weight, bias, self._conv_stride, self.padding, 1)
-        return y[:, : a.out_channels], y[:, a.out_channels :]
+        out = getattr(self, paths[0]).out_channels
+        return y[:, :out], y[:, out:]
+
+    def _merged_weights(self, paths: Tuple[str, str], dim: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Two paths' weights concatenated on ``dim`` (0: stacked outputs, 1: joined inputs), and their bias.
+
+        Used only without autograd. The result is cached until a weight or bias changes
+        (new storage, in-place update: PyTorch's version counter) and reused: on small maps
+        (res4, res5 at batch 1) a layer's time is mostly reading its weights, and
+        concatenating them anew on every call read and wrote them once more. The cache is
+        a plain attribute, not a buffer: it is not in the state_dict, and costs at most one
+        more copy of the layer's weights while the model runs inference.
+        """
+        a, b = getattr(self, paths[0]), getattr(self, paths[1])
+        sources = (a.weight, b.weight, a.bias, b.bias)
+        # A source's identity, its storage's address and its version counter. The entry
+        # holds the source storages, so while it exists no new storage can take their
+        # addresses: a replaced parameter, or new data, always misses.
+        # (Tensors made under torch.inference_mode have no version counter: not cached.)
+        cacheable = not any(t is not None and t.is_inference() for t in sources)
+        state = tuple(None if t is None else (id(t), t.data_ptr(), t._version) for t in sources) if cacheable else None
+        cache = self.__dict__.setdefault("_merged_cache", {})
+        hit = cache.get((paths, dim))
+        if cacheable and hit is not None and hit[0] == state:
+            return hit[2], hit[3]
+        weight = torch.cat([a.weight, b.weight], dim)
+        if (a.bias is None) != (b.bias is None):
+            raise AssertionError(f"paths {paths} disagree on having a bias (all paths of an OctConv have one or none)")
+        if a.bias is None:
+            bias = None
+        elif dim == 0:
+            bias = torch.cat([a.bias, b.bias], 0)
+        else:
+            bias = a.bias + b.bias
+        if cacheable:
+            keep = tuple(None if t is None else (t, t.untyped_storage()) for t in sources)
+            cache[(paths, dim)] = (state, keep, weight, bias)
+        return weight, bias
 
     def forward_reference(self, high: torch.Tensor, low: Optional[torch.Tensor]) -> OctTensor:
         """Straightforward four-path OctConv (paper eq. 4). Slow; kept as the numerical reference.
@@ -407,16 +440,19 @@ def conv_nd(
     kernels go to a GEMM-based path at ~45 GMAC/s, small 3D inputs (res4, res5, every
     low-frequency path, every temporal kernel) to the unblocked ``slow_conv3d`` at
     5-45 GMAC/s, where oneDNN runs 90-120 GMAC/s on one core of this machine (see
-    docs/benchmarks.md). Elsewhere (CUDA, float64, autocast) ``F.convNd`` as is.
+    docs/benchmarks.md). Without autograd on channels-last input, the weights are also
+    pre-packed once into oneDNN's blocked layout (:func:`_packed_conv`).
+    Elsewhere (CUDA, float64, autocast) ``F.convNd`` as is.
     The plain convolutions of vanilla models take the same route, so vanilla and Oct
     models are compared on the same kernels.
     """
     stride, padding = tuple(stride), tuple(padding)
     if _use_onednn(x, weight):
-        if (
+        fold = (
             x.dim() == 5 and weight.shape[2] == 1 and stride[0] == 1 and padding[0] == 0 and _channels_innermost(x)
             and (weight.shape[3] * weight.shape[4] > 1 or x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] <= 20480)
-        ):
+        )
+        if fold:
             # A kernel of 1 frame on channels_last_3d memory: frames folded into the batch,
             # (N*T, C, H, W), is a view. The forward is the same oneDNN kernel, but the
             # backward, which PyTorch dispatches by its own size rule again (oneDNN for
@@ -424,12 +460,85 @@ def conv_nd(
             # oneDNN: 2-5x faster for the 1x3x3 kernels of res3-res5 and small maps. (For
             # 1x1 kernels on larger maps the 3D call is as fast or faster: res5 1x1.)
             n, t = x.shape[0], x.shape[2]
-            y = torch.mkldnn_convolution(x.transpose(1, 2).flatten(0, 1), weight.squeeze(2), bias,
-                                         padding[1:], stride[1:], (1, 1), groups)
+            x2 = x.transpose(1, 2).flatten(0, 1)
+            if _packable(x2, weight, bias):
+                y = _packed_conv(x2, weight, bias, padding[1:], stride[1:], groups, squeeze_frames=True)
+            else:
+                y = torch.mkldnn_convolution(x2, weight.squeeze(2), bias, padding[1:], stride[1:], (1, 1), groups)
             return y.unflatten(0, (n, t)).transpose(1, 2)
+        if _packable(x, weight, bias):
+            return _packed_conv(x, weight, bias, padding, stride, groups)
         return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1,) * len(stride), groups)
     conv = F.conv3d if x.dim() == 5 else F.conv2d
     return conv(x, weight, bias, stride, padding, 1, groups)
+
+
+# --------------------------------------------------------------------------- #
+# Pre-packed weights for inference
+# --------------------------------------------------------------------------- #
+# oneDNN computes on weights in a blocked layout. ``torch.mkldnn_convolution`` reorders the
+# plain weight into it on every call, which at batch 1 on small maps (res4, res5, the
+# low-frequency paths) takes most of the call: measured on the 2-core CPU, pre-packed
+# weights run the res5 convolutions in 0.25-0.8 of the time, res4 0.75-0.9, res2 the same
+# (docs/benchmarks.md). Without autograd, the weight is packed once per (weight version,
+# input shape) by ``torch.ops.mkldnn._reorder_convolution_weight`` and run by
+# ``torch.ops.mkldnn._convolution_pointwise``: the two operators PyTorch's own inductor
+# uses for frozen CPU convolutions (private operators; if they are missing, octvideo falls
+# back to ``torch.mkldnn_convolution``). The cache lives beside the weight (keyed by its
+# id, dropped when the weight is freed), holds at most _PACKED_PER_WEIGHT input shapes,
+# and is keyed by the weight's storage address and version counter, so an updated weight
+# (optimizer step, load_state_dict) is packed again: training then evaluating costs one
+# repack per evaluation, not a wrong answer.
+_PACKED_PER_WEIGHT = 4
+_packed_cache: dict = {}
+_packing_available: Optional[bool] = None
+
+
+def _packing_ok() -> bool:
+    global _packing_available
+    if _packing_available is None:
+        try:
+            _packing_available = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and callable(
+                torch.ops.mkldnn._reorder_convolution_weight
+            )
+        except (AttributeError, RuntimeError):
+            _packing_available = False
+    return _packing_available
+
+
+def _packable(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    """Inference (nothing to differentiate) on dense channels-last memory, packing available."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+        return False
+    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+    return x.is_contiguous(memory_format=fmt) and not weight.is_inference() and _packing_ok()
+
+
+def _packed_conv(x, weight, bias, padding, stride, groups, squeeze_frames=False) -> torch.Tensor:
+    import weakref
+
+    w = weight.squeeze(2) if squeeze_frames else weight
+    padding, stride, dilation = list(padding), list(stride), [1] * len(stride)
+    key = (tuple(x.shape), tuple(padding), tuple(stride), groups, squeeze_frames, weight.data_ptr(), weight._version)
+    entry = _packed_cache.get(id(weight))
+    if entry is None or entry[0]() is not weight:
+        entry = (weakref.ref(weight), {})
+        _packed_cache[id(weight)] = entry
+        weakref.finalize(weight, _packed_cache.pop, id(weight), None)
+    packs = entry[1]
+    hit = packs.get(key)
+    packed = None if hit is None else hit[0]
+    if packed is None:
+        # Drop packs of older versions of this weight, and the oldest shapes beyond the limit.
+        for k in [k for k in packs if k[5:] != key[5:]]:
+            del packs[k]
+        while len(packs) >= _PACKED_PER_WEIGHT:
+            del packs[next(iter(packs))]
+        packed = torch.ops.mkldnn._reorder_convolution_weight(w, padding, stride, dilation, groups, list(x.shape))
+        # The pack holds the weight's storage: while it exists no other storage can take
+        # that address, so a key (address, version) never matches different data.
+        packs[key] = (packed, weight.untyped_storage())
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, groups, "none", [], "")
 
 
 def upsample_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from octvideo.layers import OctConv3d, reference_mode
+from octvideo.models import ResNet, fuse_conv_bn
 from octvideo.utils.flops import count_flops, flop_analysis
 
 PARTS = ("models", "layers", "memory")
@@ -46,6 +47,8 @@ MODEL_ROWS: Tuple[Tuple[str, str, str, float], ...] = (
     ("ResNet-50", "Oct-ResNet-50 a=0.5", "resnet", 0.5),
 )
 MODEL_GROUPS = ("I3D", "C2D", "ResNet-50")
+MODES = ("inference", "fused", "train")
+MODE_LABELS = {"fused": "inference BN folded"}
 
 # ResNet-50 stage shapes of an 8x224x224 I3D clip: (stage, bottleneck width, frames, H = W).
 # res2 runs before the temporal pool, res3-res5 after it.
@@ -78,7 +81,10 @@ class Settings:
     warmup: int = 2
     parts: Sequence[str] = PARTS
     groups: Sequence[str] = MODEL_GROUPS
-    modes: Sequence[str] = ("inference", "train")
+    # "inference" (no grad), "fused" (no grad, eval copy with BN folded into the convs:
+    # TEST.FUSE_CONV_BN, what tools/test_net.py runs; pytorchvideo's model unchanged),
+    # "train" (forward + backward + SGD step).
+    modes: Sequence[str] = MODES
     # "channels_last" (channels_last_3d for video) or "contiguous".
     memory_formats: Sequence[str] = ("channels_last",)
     # "fp32" or "bf16" (torch.autocast).
@@ -278,6 +284,16 @@ def run_models(settings: Settings) -> List[ModelRow]:
 
         if not do_time:
             continue
+        fused_cache: Dict[Tuple[str, str], nn.Module] = {}
+
+        def fused_runner(name: str, fmt: str) -> nn.Module:
+            """The eval-mode copy with BN folded (TEST.FUSE_CONV_BN); pytorchvideo's model as it is."""
+            if (name, fmt) not in fused_cache:
+                model = built[name]
+                m = fuse_conv_bn(model) if isinstance(model, ResNet) else model.eval()
+                fused_cache[(name, fmt)] = torch.compile(m) if settings.compile else m
+            return fused_cache[(name, fmt)]
+
         for fmt in settings.memory_formats:
             mf = _memory_format(fmt, dims)
             x = torch.randn(shape, device=device).contiguous(memory_format=mf)
@@ -289,8 +305,10 @@ def run_models(settings: Settings) -> List[ModelRow]:
                 for mode in settings.modes:
                     fns = {}
                     for name, m in runners.items():
-                        if mode == "inference":
+                        if mode in ("inference", "fused"):
                             built[name].eval()
+                            if mode == "fused":
+                                m = fused_runner(name, fmt)
 
                             def fn(m=m):
                                 with torch.no_grad(), ctx:
@@ -387,6 +405,8 @@ def run_layers(settings: Settings) -> List[LayerRow]:
             mf = _memory_format(fmt, 3)
             x, pair = _layer_inputs(row, octconv, device, mf)
             for mode in settings.modes:
+                if mode == "fused":  # a single convolution has no BN to fold
+                    continue
                 train = mode == "train"
                 for t in (x,) + pair:
                     t.requires_grad_(train)
@@ -430,7 +450,8 @@ def model_table(rows: List[ModelRow], settings: Settings) -> Tuple[List[str], Li
     header = ["model", "GFLOPs", "FLOPs ratio"]
     keys = [(f, p, m) for f in settings.memory_formats for p in settings.precisions for m in settings.modes]
     for f, p, m in keys:
-        tag = m if (len(settings.memory_formats), len(settings.precisions)) == (1, 1) else f"{m} {f} {p}"
+        label = MODE_LABELS.get(m, m)
+        tag = label if (len(settings.memory_formats), len(settings.precisions)) == (1, 1) else f"{label} {f} {p}"
         header += [f"{tag} ms", f"{tag} ratio"]
     if any(r.saved_bytes is not None for r in rows):
         header += ["saved MiB", "saved ratio"]
@@ -512,6 +533,15 @@ def check_targets(models: List[ModelRow], layers: List[LayerRow]) -> List[Dict]:
             _ratio(med("Oct-I3D a=0.5", "inference"), med("I3D", "inference")), None if fr is None else fr + 0.05)
     add("Oct-ResNet-50 a=0.5 / ResNet-50 inference",
         _ratio(med("Oct-ResNet-50 a=0.5", "inference"), med("ResNet-50", "inference")), 0.62)
+    # The same with BN folded on both sides (TEST.FUSE_CONV_BN, what tools/test_net.py runs).
+    add("BN folded: Oct-I3D a=0.1 / I3D inference", _ratio(med("Oct-I3D a=0.1", "fused"), med("I3D", "fused")), 0.93)
+    add("BN folded: Oct-I3D a=0.1 / pytorchvideo I3D (as it comes) inference",
+        _ratio(med("Oct-I3D a=0.1", "fused"), med("pytorchvideo i3d_r50", "fused")), 0.93)
+    if "Oct-I3D a=0.5" in by and "I3D" in by:
+        add("BN folded: Oct-I3D a=0.5 / I3D inference (limit: FLOPs ratio + 0.05)",
+            _ratio(med("Oct-I3D a=0.5", "fused"), med("I3D", "fused")), None if fr is None else fr + 0.05)
+    add("BN folded: Oct-ResNet-50 a=0.5 / ResNet-50 inference",
+        _ratio(med("Oct-ResNet-50 a=0.5", "fused"), med("ResNet-50", "fused")), 0.62)
     add("Oct-I3D a=0.1 / I3D training step", _ratio(med("Oct-I3D a=0.1", "train"), med("I3D", "train")), 0.95)
     if "Oct-I3D a=0.5" in by and "I3D" in by:
         add("Oct-I3D a=0.5 / I3D saved-for-backward bytes", _ratio(by["Oct-I3D a=0.5"].saved_bytes, by["I3D"].saved_bytes), 0.68)

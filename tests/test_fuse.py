@@ -1,0 +1,96 @@
+"""fuse_conv_bn: an inference copy with every BatchNorm folded into its convolution computes the
+same scores, leaves the original model untouched, and refuses what it cannot fold."""
+import pytest
+import torch
+import torch.nn as nn
+
+from octvideo.layers import OctConv3d, reference_mode
+from octvideo.layers.octave import OctBatchNorm
+from octvideo.models import build_model, fuse_conv_bn
+
+
+def _randomise_bn(model, seed=0):
+    """Non-trivial running statistics and affine parameters (a fresh BN folds to the identity)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model
+
+
+@pytest.mark.parametrize(
+    "arch,alpha",
+    [("i3d", 0.0), ("i3d", 0.25), ("i3d_nl", 0.25), ("c2d", 0.1), ("resnet", 0.5), ("i3d", 0.5)],
+)
+def test_folded_model_gives_the_scores_of_the_original(small_cfg, arch, alpha):
+    cfg = small_cfg(arch, alpha, width=16)
+    model = _randomise_bn(build_model(cfg)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fuse_conv_bn(model)
+    num_bn = sum(isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d, OctBatchNorm)) for m in model.modules())
+    num_octave_bn = sum(isinstance(m, OctBatchNorm) for m in model.modules())
+    # Every BatchNorm of the network follows a convolution and is folded; none is left.
+    assert fused.fused_conv_bn == num_bn - 2 * num_octave_bn  # an OctBatchNorm holds two BatchNorms
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d, OctBatchNorm)) for m in fused.modules())
+    shape = (2, 3, 32, 32) if arch == "resnet" else (2, 3, 4, 32, 32)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(x)
+        got = fused(x)
+        with reference_mode():  # the four-path reference form folds the same way
+            got_reference = fused(x)
+    scale = expected.abs().max()
+    assert scale > 1e-3  # the check below is not vacuous
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * float(scale))
+    torch.testing.assert_close(got_reference, expected, rtol=0, atol=1e-5 * float(scale))
+    # The original is untouched (weights, BN statistics, no biases added).
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_folding_an_octave_convolution_scales_both_paths_into_each_output():
+    """h2h and l2h write the high output, h2l and l2l the low one: each BN scales both, shifts once."""
+    conv = OctConv3d(16, 24, (1, 3, 3), padding=(0, 1, 1), alpha_in=0.25, alpha_out=0.5)
+    block = nn.Module()
+    block.conv1, block.bn1 = conv, OctBatchNorm(24, 0.5)
+    _randomise_bn(block, seed=3)
+    block.eval()
+    high = torch.randn(1, 12, 2, 8, 8)
+    low = torch.randn(1, 4, 2, 4, 4)
+    with torch.no_grad():
+        expected = block.bn1(block.conv1((high, low)))
+        fused = fuse_conv_bn(block)
+        got = fused.bn1(fused.conv1((high, low)))
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    c = fused.conv1
+    assert isinstance(fused.bn1, nn.Identity)
+    # The shift is added once per output: l2h and h2l get zero biases.
+    assert c.l2h.bias.abs().max() == 0 and c.h2l.bias.abs().max() == 0
+    assert c.h2h.bias.abs().max() > 0 and c.l2l.bias.abs().max() > 0
+
+
+def test_a_batchnorm_without_running_statistics_is_refused():
+    block = nn.Module()
+    block.conv = nn.Conv3d(3, 4, 1, bias=False)
+    block.bn = nn.BatchNorm3d(4, track_running_stats=False)
+    with pytest.raises(ValueError, match="no running statistics"):
+        fuse_conv_bn(block)
+
+
+def test_the_test_config_runs_a_folded_copy(small_cfg):
+    """TEST.FUSE_CONV_BN (default on) folds for the multi-view test; the trained model keeps its BNs."""
+    from octvideo.engine.evaluator import inference_model
+
+    cfg = small_cfg("i3d", 0.25)
+    model = build_model(cfg)
+    assert cfg.TEST.FUSE_CONV_BN is True
+    folded = inference_model(model, cfg)
+    assert folded is not model and not any(isinstance(m, OctBatchNorm) for m in folded.modules())
+    assert any(isinstance(m, OctBatchNorm) for m in model.modules()) and model.training
+    cfg.TEST.FUSE_CONV_BN = False
+    assert inference_model(model, cfg) is model
