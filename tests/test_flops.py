@@ -67,3 +67,30 @@ def test_flops_tool_json():
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(data) == {"gflops", "params_m"} and data["gflops"] > 0
     assert "Unsupported operator" not in out.stderr
+
+
+def test_conv_macs_exact_and_with_channel_blocks():
+    """conv_macs counts each path's multiply-adds; with a block, output channels round up per path."""
+    import torch.nn as nn
+
+    from octvideo.layers import OctConv3d
+    from octvideo.utils.flops import conv_macs
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = OctConv3d(64, 64, (1, 3, 3), padding=(0, 1, 1), alpha_in=0.0, alpha_out=0.1)
+            self.plain = nn.Conv3d(3, 64, 1)
+
+        def forward(self, x):
+            return self.conv(self.plain(x))
+
+    model = Pair()
+    # alpha_out 0.1 of 64: 58 high, 6 low outputs; 2 frames of 8x8 (high), 4x4 (low).
+    plain = 2 * 8 * 8 * 3 * 64
+    h2h = 2 * 8 * 8 * 9 * 64 * 58
+    h2l = 2 * 4 * 4 * 9 * 64 * 6
+    assert conv_macs(model, (1, 3, 2, 8, 8)) == plain + h2h + h2l
+    assert conv_macs(model, (1, 3, 2, 8, 8), channel_block=16) == plain + h2h * 64 // 58 + h2l * 16 // 6
+    with pytest.raises(ValueError, match="channel_block"):
+        conv_macs(model, (1, 3, 2, 8, 8), channel_block=0)

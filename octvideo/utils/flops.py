@@ -110,5 +110,37 @@ def count_flops(model: nn.Module, input_shape: Tuple[int, ...]) -> Dict[str, flo
     }
 
 
+def conv_macs(model: nn.Module, input_shape: Tuple[int, ...], channel_block: int = 1) -> float:
+    """Multiply-adds of every convolution of ``model`` on one input, output channels rounded up.
+
+    With ``channel_block`` = 1 this is the exact convolution count (fvcore's ``conv``). With
+    16 (oneDNN's fp32 block on AVX-512 CPUs; 8 on AVX2) each convolution's output channels
+    (per group) are rounded up to a multiple of the block, which is the work such a kernel
+    really does: an octave path with 58 or 6 output channels costs 64 or 16. It shows how
+    much of an octave model's FLOPs saving a blocked kernel can turn into time (alpha 0.1:
+    see docs/benchmarks.md). Counted on the reference four-path form.
+    """
+    if channel_block < 1:
+        raise ValueError(f"channel_block must be >= 1; got {channel_block}")
+    total = [0.0]
+
+    def hook(conv, inputs, output):
+        groups = conv.groups
+        out_per_group = conv.out_channels // groups
+        padded = -(-out_per_group // channel_block) * channel_block
+        pixels = output.numel() // output.shape[1]
+        kernel = conv.weight[0].numel()  # in_channels / groups x kernel volume
+        total[0] += float(pixels) * kernel * padded * groups
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
+    try:
+        with torch.no_grad(), reference_mode():
+            model.eval()(torch.zeros(input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
 def paper_gflops(arch: str, alpha: float) -> Optional[float]:
     return PAPER_GFLOPS.get((arch, round(float(alpha), 3)))

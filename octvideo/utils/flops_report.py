@@ -5,7 +5,7 @@ from typing import Dict, List
 from octvideo.config import get_cfg
 from octvideo.models import build_model, display_name
 
-from .flops import count_flops, input_shape_for, paper_gflops
+from .flops import conv_macs, count_flops, input_shape_for, paper_gflops
 
 # (MODEL.ARCH, OCT.ALPHA, table) rows of the paper we compare against.
 PAPER_ROWS = [
@@ -75,3 +75,34 @@ def format_one(r: Dict) -> str:
 
 def to_json(r: Dict) -> str:
     return json.dumps({"gflops": round(r["gflops"], 4), "params_m": round(r["params_m"], 4)})
+
+
+# (MODEL.ARCH, OCT.ALPHA) pairs of the speed benchmark (tools/benchmark.py), vanilla first per group.
+BLOCKED_ROWS = [("i3d", 0.0), ("i3d", 0.1), ("i3d", 0.25), ("i3d", 0.5), ("c2d", 0.0), ("c2d", 0.1),
+                ("resnet", 0.0), ("resnet", 0.5)]
+
+
+def blocked_table(channel_block: int, rows=BLOCKED_ROWS) -> List[Dict]:
+    """Convolution multiply-adds exact and with output channels rounded to ``channel_block``, and
+    both ratios against the vanilla model of the same family (the first row of each arch)."""
+    out, base = [], {}
+    for arch, alpha in rows:
+        cfg = config_for(arch, alpha)
+        model = build_model(cfg)
+        shape = input_shape_for(cfg)
+        exact, blocked = conv_macs(model, shape), conv_macs(model, shape, channel_block)
+        base.setdefault(arch, (exact, blocked))
+        out.append({"model": display_name(arch, alpha, 50), "exact_gmacs": exact / 1e9, "blocked_gmacs": blocked / 1e9,
+                    "exact_ratio": exact / base[arch][0], "blocked_ratio": blocked / base[arch][1]})
+    return out
+
+
+def format_blocked_table(rows: List[Dict], channel_block: int) -> str:
+    head = f"{'model':<28} {'conv GMACs':>10} {'ratio':>7} {f'blocked {channel_block}':>11} {'ratio':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['model']:<28} {r['exact_gmacs']:>10.2f} {r['exact_ratio']:>7.3f} "
+                     f"{r['blocked_gmacs']:>11.2f} {r['blocked_ratio']:>7.3f}")
+    lines.append(f"Convolutions only; 'blocked {channel_block}': every convolution's output channels rounded up to a "
+                 f"multiple of {channel_block}, the work a blocked CPU kernel (oneDNN) does. Ratios against the vanilla model.")
+    return "\n".join(lines)
