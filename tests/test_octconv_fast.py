@@ -343,3 +343,20 @@ def test_benchmark_data_mode_hands_its_arguments_to_the_data_benchmark(monkeypat
     assert calls == [["--cfg", "x.yaml", "--num-batches", "3"]]
     with pytest.raises(SystemExit):
         tool.main(["--only", "gpu-kernels"])
+
+
+def test_training_steps_build_no_inference_weight_packs():
+    """Pre-packed weights are for inference: a training step (whose h2l forward runs inside an
+    autograd Function, with grad mode off) must not pack weights that change every step."""
+    import octvideo.layers.octconv as octconv_mod
+
+    conv = OctConv3d(16, 16, (1, 3, 3), padding=(0, 1, 1), alpha_in=0.5, alpha_out=0.5)
+    x = make_input(conv, 1, 2, (8, 8), CL3D, dtype=torch.float32)
+    weights = {id(p) for p in conv.parameters()}
+    packed = lambda: weights & set(octconv_mod._packed_cache)  # noqa: E731
+    high, low = conv(tuple(t.clone().requires_grad_() for t in x))
+    (high.sum() + low.sum()).backward()
+    assert packed() == set()
+    with torch.no_grad():
+        conv(x)
+    assert packed()  # inference packs them

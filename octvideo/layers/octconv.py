@@ -397,7 +397,9 @@ class _ConvOfPooled(torch.autograd.Function):
         ctx.conv_args = (stride, padding, groups)
         ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         ctx.save_for_backward(x, weight, bias)
-        return conv_nd(spatial_pool2x(x), weight, bias, stride, padding, groups)
+        # No weight pre-packing here: grad mode is off inside a Function's forward, but the
+        # weight changes every training step, so a pack would be rebuilt every call.
+        return conv_nd(spatial_pool2x(x), weight, bias, stride, padding, groups, pack=False)
 
     @staticmethod
     def backward(ctx, grad):
@@ -432,6 +434,7 @@ def conv_nd(
     stride: Sequence[int],
     padding: Sequence[int],
     groups: int = 1,
+    pack: bool = True,
 ) -> torch.Tensor:
     """``F.conv3d`` / ``F.conv2d`` by the fastest kernel we measured for ResNet stage shapes.
 
@@ -441,7 +444,8 @@ def conv_nd(
     low-frequency path, every temporal kernel) to the unblocked ``slow_conv3d`` at
     5-45 GMAC/s, where oneDNN runs 90-120 GMAC/s on one core of this machine (see
     docs/benchmarks.md). Without autograd on channels-last input, the weights are also
-    pre-packed once into oneDNN's blocked layout (:func:`_packed_conv`).
+    pre-packed once into oneDNN's blocked layout (:func:`_packed_conv`; ``pack=False``
+    where the call is part of a training step although autograd does not record it).
     Elsewhere (CUDA, float64, autocast) ``F.convNd`` as is.
     The plain convolutions of vanilla models take the same route, so vanilla and Oct
     models are compared on the same kernels.
@@ -461,12 +465,12 @@ def conv_nd(
             # 1x1 kernels on larger maps the 3D call is as fast or faster: res5 1x1.)
             n, t = x.shape[0], x.shape[2]
             x2 = x.transpose(1, 2).flatten(0, 1)
-            if _packable(x2, weight, bias):
+            if pack and _packable(x2, weight, bias):
                 y = _packed_conv(x2, weight, bias, padding[1:], stride[1:], groups, squeeze_frames=True)
             else:
                 y = torch.mkldnn_convolution(x2, weight.squeeze(2), bias, padding[1:], stride[1:], (1, 1), groups)
             return y.unflatten(0, (n, t)).transpose(1, 2)
-        if _packable(x, weight, bias):
+        if pack and _packable(x, weight, bias):
             return _packed_conv(x, weight, bias, padding, stride, groups)
         return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1,) * len(stride), groups)
     conv = F.conv3d if x.dim() == 5 else F.conv2d
