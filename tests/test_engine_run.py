@@ -269,3 +269,36 @@ def test_training_starts_from_an_inflated_2d_checkpoint(dataset, tmp_path):
     assert w3d.shape[2] == 3
     assert torch.equal(w3d[:, :, 1], w2d) and not w3d[:, :, 0].any() and not w3d[:, :, 2].any()
     assert torch.equal(ckpt["model_state"]["head.proj.weight"], net2d.state_dict()["head.proj.weight"])
+
+
+def test_resuming_a_run_of_another_config_is_refused_and_extending_one_is_not(trained, dataset, tmp_path):
+    """Auto-resume takes the newest checkpoint in OUTPUT_DIR: one written under another learning
+    rate (an old experiment in the same folder) is refused with the differing keys named, before
+    anything is written; a larger SOLVER.MAX_EPOCH continues the run."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = sorted(os.listdir(out / "checkpoints"))
+    with pytest.raises(ValueError, match=r"another config \(SOLVER\.BASE_LR: 0\.02 in the checkpoint, 0\.5 now"):
+        tool("train_net").main(["--cfg", DEMO_CFG] + run_opts(dataset, out, **{"SOLVER.BASE_LR": 0.5}))
+    assert sorted(os.listdir(out / "checkpoints")) == before
+
+    tool("train_net").main(["--cfg", DEMO_CFG] + run_opts(dataset, out, **{"SOLVER.MAX_EPOCH": 3, "TEST.ENABLE": False}))
+    log = (out / "log.txt").read_text()
+    assert "resumed from" in log and "SOLVER.MAX_EPOCH changed: 2 -> 3" in log
+    assert "checkpoint_epoch_00003.pyth" in os.listdir(out / "checkpoints")
+
+
+def test_demo_clears_its_run_folder_when_it_belongs_to_another_config(trained, dataset, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "demo_run"
+    shutil.copytree(trained, out)
+    demo = tool("demo")
+    same = load_config(DEMO_CFG, run_opts(dataset, out))
+    demo._reset_stale_run(same, new_data=False)  # its own run: kept, to be resumed
+    assert (out / "checkpoints").is_dir()
+    other = load_config(DEMO_CFG, run_opts(dataset, out, **{"OCT.ALPHA": 0.5}))
+    demo._reset_stale_run(other, new_data=False)
+    assert not out.exists() and "another config" in capsys.readouterr().out

@@ -157,6 +157,57 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+# Keys whose change still continues the same run when resuming: where results go, how data
+# is loaded, logging, testing, checkpoint cadence, and SOLVER.MAX_EPOCH (to extend a run).
+# Any other key that differs from the checkpoint's config means OUTPUT_DIR holds another run.
+RESUME_FREE_KEYS = (
+    "OUTPUT_DIR", "LOG_PERIOD", "DEVICE", "DATA_LOADER.", "TEST.", "DATA.DECODER", "DATA.PATH_TO_DATA_DIR",
+    "DATA.PATH_PREFIX", "CLASSNAMES_FILE", "MODEL.COMPILE", "MODEL.CHANNELS_LAST", "SOLVER.MAX_EPOCH",
+    "TRAIN.AUTO_RESUME", "TRAIN.EVAL_PERIOD", "TRAIN.ENABLE", "TRAIN.CHECKPOINT_",
+)
+
+
+def _flat(node, prefix: str = "") -> Dict[str, object]:
+    out: Dict[str, object] = {}
+    for k, v in node.items():
+        key = prefix + k
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v  # YAML has no tuples
+    return out
+
+
+def check_resume_config(path: str, cfg, logger) -> None:
+    """Refuse to resume ``path`` when it was written by a run with another config.
+
+    Auto-resume picks the newest checkpoint in OUTPUT_DIR; when that folder holds a run with
+    another model, data or schedule (an old experiment, another config pointed at the same
+    folder), resuming would silently mix the two. Keys of RESUME_FREE_KEYS may differ (logged).
+    A checkpoint without a config (written by other tools) is resumed as is.
+    """
+    from octvideo import checkpoint as cu
+    from octvideo.config import CfgNode
+
+    saved_text = (cu.read_checkpoint(path) or {}).get("cfg")
+    if not saved_text:
+        return
+    saved, now = _flat(CfgNode.load_cfg(saved_text)), _flat(cfg)
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    free = [k for k in changed if k.startswith(RESUME_FREE_KEYS)]
+    fatal = [k for k in changed if k not in free]
+    if fatal:
+        listing = "; ".join(f"{k}: {saved.get(k, '(absent)')!r} in the checkpoint, {now.get(k, '(absent)')!r} now"
+                            for k in fatal[:8])
+        more = f" (and {len(fatal) - 8} more)" if len(fatal) > 8 else ""
+        raise ValueError(
+            f"{path} was written by a run with another config ({listing}{more}). Refusing to resume it: "
+            f"use another OUTPUT_DIR, or set TRAIN.AUTO_RESUME False to start over in {cfg.OUTPUT_DIR}."
+        )
+    for k in free:
+        logger.info(f"resuming with {k} changed: {saved.get(k)!r} -> {now.get(k)!r}")
+
+
 def train(cfg) -> Dict:
     """Train per ``cfg``, validating and checkpointing periodically; resumes automatically.
 
@@ -210,6 +261,7 @@ def train(cfg) -> Dict:
     start_epoch, iteration = 0, 0
     last = cu.find_last_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
     if last:
+        check_resume_config(last, cfg, logger)
         info = cu.load_checkpoint(last, model, optimizer=optimizer, scaler=scaler)
         start_epoch, iteration = int(info.get("epoch", 0)), int(info.get("iteration", 0))
         saved_rng = (info.get("extra") or {}).get("rng_state") or {}
