@@ -2,7 +2,9 @@
 
 Each dataset item holds all views of one video, decoded once, as uint8 pixels
 (V, T, 3, H, W); they are normalised on the device. Views go through the model in chunks
-of ``TEST.VIEW_BATCH_SIZE`` (0 = the whole batch at once); softmax scores are averaged per video; predictions are gathered across processes.
+of ``TEST.VIEW_BATCH_SIZE`` (0 = the whole batch at once); softmax scores are averaged per
+video; predictions are gathered across processes. With TEST.FUSE_CONV_BN the model is an
+eval-mode copy with BatchNorm folded into the convolutions (:func:`inference_model`).
 """
 import json
 import os

@@ -14,6 +14,7 @@ weight, and only the paths that exist are present. This layout is the public,
 stable format of octvideo checkpoints; faster forward implementations must keep it.
 """
 import math
+import weakref
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -483,7 +484,7 @@ def conv_nd(
 # oneDNN computes on weights in a blocked layout. ``torch.mkldnn_convolution`` reorders the
 # plain weight into it on every call, which at batch 1 on small maps (res4, res5, the
 # low-frequency paths) takes most of the call: measured on the 2-core CPU, pre-packed
-# weights run the res5 convolutions in 0.25-0.8 of the time, res4 0.75-0.9, res2 the same
+# weights run the res5 convolutions in 0.25-0.8 of the time, res4 0.65-0.93, res2 0.95-1.0
 # (docs/benchmarks.md). Without autograd, the weight is packed once per (weight version,
 # input shape) by ``torch.ops.mkldnn._reorder_convolution_weight`` and run by
 # ``torch.ops.mkldnn._convolution_pointwise``: the two operators PyTorch's own inductor
@@ -519,8 +520,6 @@ def _packable(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
 
 
 def _packed_conv(x, weight, bias, padding, stride, groups, squeeze_frames=False) -> torch.Tensor:
-    import weakref
-
     w = weight.squeeze(2) if squeeze_frames else weight
     padding, stride, dilation = list(padding), list(stride), [1] * len(stride)
     key = (tuple(x.shape), tuple(padding), tuple(stride), groups, squeeze_frames, weight.data_ptr(), weight._version)
