@@ -265,6 +265,44 @@ def test_float32_fast_forward_within_rounding_of_reference(small_cfg):
     assert ((y - r).abs().max() / r.abs().max()).item() < 1e-5
 
 
+def test_float32_training_gradients_within_rounding_of_reference(small_cfg):
+    """The oneDNN training path (float32, channels_last_3d: stacked h2h + h2l with its own
+    backward, frames folded into the batch) gives the reference's gradients up to rounding."""
+    torch.manual_seed(0)
+    cfg = small_cfg("i3d", 0.25, width=16)
+    cfg.MODEL.DROPOUT_RATE = 0.0
+    model = build_model(cfg).train().to(memory_format=CL3D)
+    x = torch.randn(2, 3, 4, 48, 48).contiguous(memory_format=CL3D)
+
+    def grads(reference):
+        model.zero_grad(set_to_none=True)
+        with reference_mode() if reference else torch.enable_grad():
+            model(x).logsumexp(1).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fast, ref = grads(False), grads(True)
+    for name in ref:
+        scale = ref[name].abs().max().clamp_min(1e-6)
+        assert (fast[name] - ref[name]).abs().max() / scale < 1e-4, name
+
+
+@pytest.mark.parametrize("kernel,padding", [((1, 1, 1), (0, 0, 0)), ((3, 1, 1), (1, 0, 0)), ((1, 3, 3), (0, 1, 1))])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL3D])
+def test_conv_nd_backward_equals_autograd(kernel, padding, fmt):
+    from octvideo.layers.octconv import conv_nd_backward
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 4, 10, 10).contiguous(memory_format=fmt).requires_grad_()
+    w = torch.randn(6, 8, *kernel, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    y = F.conv3d(x, w, b, 1, padding)
+    g = torch.randn_like(y)
+    expected = torch.autograd.grad(y, (x, w, b), g)
+    got = conv_nd_backward(g, x.detach(), w.detach(), (1, 1, 1), padding, 1, [True, True, True])
+    for a, e in zip(got, expected):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+
+
 def test_channels_last_3d_survives_an_octave_block(small_cfg):
     """A channels_last_3d model keeps that layout through every octave layer (no silent copies back)."""
     model = build_model(small_cfg("i3d", 0.25, width=16)).eval().to(memory_format=torch.channels_last_3d)
@@ -294,12 +332,14 @@ def test_saved_tensor_bytes_counts_each_storage_once():
     assert nbytes == x.nbytes + y.nbytes
 
 
-def test_training_fast_path_saves_no_more_for_backward_than_the_reference(small_cfg):
-    """Under autograd no stacked weights or stacked outputs are kept alive: memory <= reference."""
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL3D])
+def test_training_fast_path_saves_no_more_for_backward_than_the_reference(small_cfg, fmt):
+    """Under autograd no stacked weights or stacked outputs are kept alive: memory <= reference.
+    (Both layouts: with batch 1 a channel slice of contiguous memory is itself contiguous.)"""
     from octvideo.utils.benchmark import saved_tensor_bytes
 
-    model = build_model(small_cfg("i3d", 0.5, width=16)).train().to(memory_format=torch.channels_last_3d)
-    x = torch.randn(1, 3, 4, 64, 64).contiguous(memory_format=torch.channels_last_3d)
+    model = build_model(small_cfg("i3d", 0.5, width=16)).train().to(memory_format=fmt)
+    x = torch.randn(1, 3, 4, 64, 64).contiguous(memory_format=fmt)
     params = list(model.parameters())
     fast, _ = saved_tensor_bytes(lambda: model(x), exclude=params)
     with reference_mode():

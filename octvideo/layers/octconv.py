@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .octave import OctTensor, _channels_innermost, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, dense_like, low_size, pool2x, spatial_mean2x, spatial_pool2x, split_channels
+from .octave import OctTensor, _channels_innermost, _memory_format_of, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, dense_like, low_size, pool2x, spatial_mean2x, spatial_pool2x, split_channels
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -156,6 +156,9 @@ class _OctConvNd(nn.Module):
             # adds l2h at full resolution and writing / pooling [high, up(low)]
             and m * 2.25 * oh > 0.75 * kt * il * oh + m * (2 * ih + 2.5 * il)
         )
+        # Under autograd (training) h2l always runs stacked with h2h for such kernels: see
+        # _stacked_for_autograd (the cost model above is for inference).
+        self.pointwise_h2l = pointwise and self.h2l is not None and self.h2h is not None
         self.pool_after_h2l = (
             pointwise and self.h2l is not None and not self.upsample_before_l2h
             # saves pooling the high input (1.25 ih); adds h2l at full resolution, pooling
@@ -265,6 +268,8 @@ class _OctConvNd(nn.Module):
         if stack and self.pool_after_h2l:
             y_high, high_to_low = self._stacked(high, ("h2h", "h2l"))
             y_high, high_to_low = dense_like(y_high, high), spatial_mean2x(high_to_low)
+        elif not stack and self.pointwise_h2l:
+            y_high, high_to_low = self._stacked_for_autograd(high)
         else:
             y_high = self._path(high, "h2h")
             if self.h2l is not None:
@@ -318,6 +323,23 @@ class _OctConvNd(nn.Module):
         y = conv_nd(x, weight, bias, self._conv_stride, self.padding, 1)
         out = getattr(self, paths[0]).out_channels
         return y[:, :out], y[:, out:]
+
+    def _stacked_for_autograd(self, high: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Training form of h2h + h2l for kernels 1x1 in space: one convolution, h2l pooled after.
+
+        Pooling commutes with such a convolution, so h2l runs at full resolution stacked on
+        h2h's output channels and only its few output channels are pooled. Against h2l on the
+        pooled input (:class:`_ConvOfPooled`) this drops, per training step, the pooling of
+        the wide high input in forward and again in backward, the up-sampling of its gradient
+        and the addition of that gradient into h2h's: about six passes over the high input,
+        for h2l's multiply-adds at full resolution (at alpha 0.1 none at all on a CPU:
+        oneDNN computes 58 output channels as 64, and 58 + 6 = 64). Memory is the same: the
+        stacked output is not saved (split, pooled and copied), the convolution saves the
+        high input as h2h did, and the stacked weight is a small new tensor.
+        """
+        a, b = self.h2h, self.h2l
+        y_high, y_low = _StackedH2L.apply(high, a.weight, a.bias, b.weight, b.bias, self._conv_stride, self.padding)
+        return y_high, pool2x(y_low)
 
     def _merged_weights(self, paths: Tuple[str, str], dim: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Two paths' weights concatenated on ``dim`` (0: stacked outputs, 1: joined inputs), and their bias.
@@ -453,11 +475,7 @@ def conv_nd(
     """
     stride, padding = tuple(stride), tuple(padding)
     if _use_onednn(x, weight):
-        fold = (
-            x.dim() == 5 and weight.shape[2] == 1 and stride[0] == 1 and padding[0] == 0 and _channels_innermost(x)
-            and (weight.shape[3] * weight.shape[4] > 1 or x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] <= 20480)
-        )
-        if fold:
+        if _fold_frames(x, weight, stride, padding):
             # A kernel of 1 frame on channels_last_3d memory: frames folded into the batch,
             # (N*T, C, H, W), is a view. The forward is the same oneDNN kernel, but the
             # backward, which PyTorch dispatches by its own size rule again (oneDNN for
@@ -476,6 +494,83 @@ def conv_nd(
         return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1,) * len(stride), groups)
     conv = F.conv3d if x.dim() == 5 else F.conv2d
     return conv(x, weight, bias, stride, padding, 1, groups)
+
+
+def _fold_frames(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int]) -> bool:
+    """Whether :func:`conv_nd` runs this 3D convolution as a 2D one over (N*T, C, H, W) (see there)."""
+    return (
+        x.dim() == 5 and weight.shape[2] == 1 and stride[0] == 1 and padding[0] == 0 and _channels_innermost(x)
+        and (weight.shape[3] * weight.shape[4] > 1 or x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] <= 20480)
+    )
+
+
+def conv_nd_backward(grad, x, weight, stride, padding, groups, output_mask):
+    """(grad input, grad weight, grad bias) of ``conv_nd(x, weight, bias, stride, padding, groups)``.
+
+    The kernels autograd would pick for it: ``aten.convolution_backward`` (what autograd calls
+    for ``mkldnn_convolution`` too), on the same frames-folded views as :func:`conv_nd`, so
+    the backward of a 1-frame kernel stays on oneDNN.
+    """
+    stride, padding = tuple(stride), tuple(padding)
+    bias_sizes = [weight.shape[0]] if output_mask[2] else None
+    if _use_onednn(x, weight) and _fold_frames(x, weight, stride, padding):
+        n, t = x.shape[0], x.shape[2]
+        g2 = grad.transpose(1, 2).flatten(0, 1)
+        x2 = x.transpose(1, 2).flatten(0, 1)
+        gi, gw, gb = torch.ops.aten.convolution_backward(
+            g2, x2, weight.squeeze(2), bias_sizes, stride[1:], padding[1:], [1, 1], False, [0, 0], groups, output_mask
+        )
+        if gi is not None:
+            gi = gi.unflatten(0, (n, t)).transpose(1, 2)
+        return gi, (gw.unsqueeze(2) if gw is not None else None), gb
+    dims = len(stride)
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, bias_sizes, stride, padding, [1] * dims, False, [0] * dims, groups, output_mask
+    )
+
+
+class _StackedH2L(torch.autograd.Function):
+    """h2h and h2l of a kernel 1x1 in space as one convolution, under autograd (training).
+
+    Returns h2h's output (its own dense storage in the input's layout) and h2l's output at
+    full resolution (a view, to be pooled). Saves only the input and the two weights (parameters): the stacked
+    weight and output are rebuilt / never kept, so training memory is that of separate paths.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_high, b_high, w_low, b_low, stride, padding):
+        ctx.conv_args = (stride, padding)
+        ctx.split = w_high.shape[0]
+        ctx.has_bias = b_high is not None
+        ctx.save_for_backward(x, w_high, w_low)
+        weight = torch.cat([w_high, w_low], 0)
+        bias = None if b_high is None else torch.cat([b_high, b_low], 0)
+        y = conv_nd(x, weight, bias, stride, padding, 1, pack=False)
+        # h2h's part gets its own storage: whatever saves it later (BN) must not keep the
+        # whole stacked output alive. h2l's part is only pooled (which saves nothing).
+        fmt = _memory_format_of(x)
+        return y[:, : ctx.split].clone(memory_format=fmt), y[:, ctx.split :]
+
+    @staticmethod
+    def backward(ctx, grad_high, grad_low):
+        x, w_high, w_low = ctx.saved_tensors
+        stride, padding = ctx.conv_args
+        like = grad_high if grad_high is not None else grad_low
+        if grad_high is None:
+            grad_high = torch.zeros((like.shape[0], w_high.shape[0], *like.shape[2:]), dtype=like.dtype, device=like.device)
+        if grad_low is None:
+            grad_low = torch.zeros((like.shape[0], w_low.shape[0], *like.shape[2:]), dtype=like.dtype, device=like.device)
+        grad = torch.cat([grad_high, grad_low], 1)
+        need_x, need_wh, need_bh, need_wl, need_bl = ctx.needs_input_grad[:5]
+        mask = [need_x, need_wh or need_wl, ctx.has_bias and (need_bh or need_bl)]
+        weight = torch.cat([w_high, w_low], 0)
+        gx, gw, gb = conv_nd_backward(grad, x, weight, stride, padding, 1, mask)
+        split = ctx.split
+        gw_high = gw[:split] if gw is not None and need_wh else None
+        gw_low = gw[split:] if gw is not None and need_wl else None
+        gb_high = gb[:split] if gb is not None and need_bh else None
+        gb_low = gb[split:] if gb is not None and need_bl else None
+        return gx if need_x else None, gw_high, gb_high, gw_low, gb_low, None, None
 
 
 # --------------------------------------------------------------------------- #
