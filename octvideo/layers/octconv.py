@@ -533,19 +533,27 @@ class _StackedH2L(torch.autograd.Function):
     """h2h and h2l of a kernel 1x1 in space as one convolution, under autograd (training).
 
     Returns h2h's output (its own dense storage in the input's layout) and h2l's output at
-    full resolution (a view, to be pooled). Saves only the input and the two weights (parameters): the stacked
-    weight and output are rebuilt / never kept, so training memory is that of separate paths.
+    full resolution (a view, to be pooled). Saves only the input and the two weights
+    (parameters): the stacked weight and output are rebuilt / never kept, so training memory
+    is that of separate paths. Under autocast it computes in the autocast dtype as
+    ``F.convNd`` would (input and weights cast, the cast input saved instead of the input)
+    and returns gradients in the dtypes of the inputs.
     """
 
     @staticmethod
     def forward(ctx, x, w_high, b_high, w_low, b_low, stride, padding):
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         ctx.conv_args = (stride, padding)
         ctx.split = w_high.shape[0]
         ctx.has_bias = b_high is not None
-        ctx.save_for_backward(x, w_high, w_low)
-        weight = torch.cat([w_high, w_low], 0)
-        bias = None if b_high is None else torch.cat([b_high, b_low], 0)
-        y = conv_nd(x, weight, bias, stride, padding, 1, pack=False)
+        ctx.dtypes = (x.dtype, w_high.dtype, None if b_high is None else b_high.dtype)
+        xc = x.to(dtype)
+        ctx.save_for_backward(xc, w_high, w_low)
+        weight = torch.cat([w_high, w_low], 0).to(dtype)
+        bias = None if b_high is None else torch.cat([b_high, b_low], 0).to(dtype)
+        with torch.autocast(device, enabled=False):
+            y = conv_nd(xc, weight, bias, stride, padding, 1, pack=False)
         # h2h's part gets its own storage: whatever saves it later (BN) must not keep the
         # whole stacked output alive. h2l's part is only pooled (which saves nothing).
         fmt = _memory_format_of(x)
@@ -555,22 +563,24 @@ class _StackedH2L(torch.autograd.Function):
     def backward(ctx, grad_high, grad_low):
         x, w_high, w_low = ctx.saved_tensors
         stride, padding = ctx.conv_args
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
         like = grad_high if grad_high is not None else grad_low
         if grad_high is None:
-            grad_high = torch.zeros((like.shape[0], w_high.shape[0], *like.shape[2:]), dtype=like.dtype, device=like.device)
+            grad_high = like.new_zeros((like.shape[0], w_high.shape[0], *like.shape[2:]))
         if grad_low is None:
-            grad_low = torch.zeros((like.shape[0], w_low.shape[0], *like.shape[2:]), dtype=like.dtype, device=like.device)
-        grad = torch.cat([grad_high, grad_low], 1)
+            grad_low = like.new_zeros((like.shape[0], w_low.shape[0], *like.shape[2:]))
+        grad = torch.cat([grad_high, grad_low], 1).to(x.dtype)
         need_x, need_wh, need_bh, need_wl, need_bl = ctx.needs_input_grad[:5]
         mask = [need_x, need_wh or need_wl, ctx.has_bias and (need_bh or need_bl)]
-        weight = torch.cat([w_high, w_low], 0)
+        weight = torch.cat([w_high, w_low], 0).to(x.dtype)
         gx, gw, gb = conv_nd_backward(grad, x, weight, stride, padding, 1, mask)
         split = ctx.split
-        gw_high = gw[:split] if gw is not None and need_wh else None
-        gw_low = gw[split:] if gw is not None and need_wl else None
-        gb_high = gb[:split] if gb is not None and need_bh else None
-        gb_low = gb[split:] if gb is not None and need_bl else None
-        return gx if need_x else None, gw_high, gb_high, gw_low, gb_low, None, None
+        cast = lambda t, dt: None if t is None else t.to(dt)  # noqa: E731
+        gw_high = cast(gw[:split], w_dtype) if gw is not None and need_wh else None
+        gw_low = cast(gw[split:], w_dtype) if gw is not None and need_wl else None
+        gb_high = cast(gb[:split], b_dtype) if gb is not None and need_bh else None
+        gb_low = cast(gb[split:], b_dtype) if gb is not None and need_bl else None
+        return cast(gx, x_dtype) if need_x else None, gw_high, gb_high, gw_low, gb_low, None, None
 
 
 # --------------------------------------------------------------------------- #
