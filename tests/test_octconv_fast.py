@@ -88,8 +88,10 @@ def test_fast_matches_reference_values_and_gradients(alphas, stride, groups):
 @pytest.mark.parametrize("pool_after_h2l", [False, True])
 @pytest.mark.parametrize("kernel", [(1, 1, 1), (3, 1, 1)])
 def test_every_fast_strategy_matches_reference(stack_low_paths, pool_after_h2l, kernel):
+    """Inference strategies (stacked, pooled after) and the training form of h2h + h2l
+    (stacked under autograd, pointwise_h2l, tied to pool_after_h2l here) against the reference."""
     conv = OctConv3d(8, 8, kernel, 1, (kernel[0] // 2, 0, 0), alpha_in=0.5, alpha_out=0.25, bias=True).double()
-    conv.stack_low_paths, conv.pool_after_h2l = stack_low_paths, pool_after_h2l
+    conv.stack_low_paths, conv.pool_after_h2l, conv.pointwise_h2l = stack_low_paths, pool_after_h2l, pool_after_h2l
     for hw, fmt in itertools.product([(6, 4), (5, 7)], [torch.contiguous_format, CL3D]):
         assert_fast_matches_reference(conv, make_input(conv, 2, 4, hw, fmt))
     # The stacked forms run where autograd does not record: frozen weights, too.

@@ -156,9 +156,17 @@ class _OctConvNd(nn.Module):
             # adds l2h at full resolution and writing / pooling [high, up(low)]
             and m * 2.25 * oh > 0.75 * kt * il * oh + m * (2 * ih + 2.5 * il)
         )
-        # Under autograd (training) h2l always runs stacked with h2h for such kernels: see
-        # _stacked_for_autograd (the cost model above is for inference).
-        self.pointwise_h2l = pointwise and self.h2l is not None and self.h2h is not None
+        # Under autograd (training): h2l stacked with h2h (see _stacked_for_autograd) when it
+        # pays, per high-resolution pixel: it saves pooling the high input forward and again
+        # backward, up-sampling its gradient and adding it into h2h's (~6.5 ih passes); it
+        # adds h2l's multiply-adds at full resolution (forward + backward, 3 x 0.75 kt ih ol),
+        # copying h2h's output apart and concatenating the two gradients (~2 oh + 3 ol).
+        # Fitted to the training-step layer timings (docs/benchmarks.md): it pays for the
+        # 4w -> w layers at alpha 0.1 (6 of 231 channels), not for the w -> 4w ones.
+        self.pointwise_h2l = (
+            pointwise and self.h2l is not None and self.h2h is not None
+            and m * 6.5 * ih > 2.25 * kt * ih * ol + m * (2 * oh + 3 * ol)
+        )
         self.pool_after_h2l = (
             pointwise and self.h2l is not None and not self.upsample_before_l2h
             # saves pooling the high input (1.25 ih); adds h2l at full resolution, pooling
