@@ -138,6 +138,22 @@ def test_inference_never_uses_stale_merged_weights(upsample_before_l2h):
     check()
 
 
+def test_copies_and_pickles_do_not_carry_the_inference_weight_cache():
+    import copy
+    import pickle
+
+    conv = OctConv3d(16, 16, 1, alpha_in=0.5, alpha_out=0.5)
+    x = make_input(conv, 1, 2, (6, 6), CL3D, dtype=torch.float32)
+    with torch.no_grad():
+        y = conv(x)
+    assert conv.__dict__.get("_merged_cache")  # inference built it
+    for clone in (copy.deepcopy(conv), pickle.loads(pickle.dumps(conv))):
+        assert "_merged_cache" not in clone.__dict__
+        with torch.no_grad():
+            for a, b in zip(clone(x), y):  # and the copy rebuilds it: same outputs
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_strategies_are_chosen_where_they_are_valid():
     wide_in = OctConv3d(256, 64, 1, alpha_in=0.1, alpha_out=0.1)
     assert wide_in.stack_low_paths and wide_in.pool_after_h2l

@@ -174,6 +174,13 @@ class _OctConvNd(nn.Module):
             and m * 1.25 * ih > 0.75 * kt * ih * ol + m * (1.25 * ol + 2 * oh)
         )
 
+    def __getstate__(self):
+        # The inference cache of stacked weights (_merged_weights) is derived state: copies
+        # (deepcopy, fuse_conv_bn) and pickles rebuild it instead of carrying it.
+        state = super().__getstate__()
+        state.pop("_merged_cache", None)
+        return state
+
     @property
     def paths(self) -> Tuple[str, ...]:
         """Names of the paths that exist, e.g. ``("h2h", "h2l")``."""
