@@ -10,6 +10,7 @@ from .octave import (
     low_size,
     make_norm,
     oct_add,
+    oct_add_,
     spatial_pool2x,
     split_channels,
 )
@@ -18,5 +19,5 @@ from .octconv import OctConv2d, OctConv3d, reference_mode, upsample_to
 __all__ = [
     "OctConv3d", "OctConv2d", "OctBatchNorm", "OctReLU", "OctMaxPool3d", "OctTensor",
     "apply_per_branch", "check_octave_sizes", "is_octave", "low_size", "make_norm",
-    "oct_add", "reference_mode", "spatial_pool2x", "split_channels", "upsample_to",
+    "oct_add", "oct_add_", "reference_mode", "spatial_pool2x", "split_channels", "upsample_to",
 ]

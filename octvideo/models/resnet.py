@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from octvideo.layers import OctConv2d, OctConv3d, OctMaxPool3d, OctReLU, OctTensor, make_norm, oct_add
+from octvideo.layers import OctConv2d, OctConv3d, OctMaxPool3d, OctReLU, OctTensor, make_norm, oct_add_
 from octvideo.layers.octave import apply_per_branch
 
 from .arch import STAGE_DEPTHS, ArchSpec
@@ -100,7 +100,8 @@ class Bottleneck(nn.Module):
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        return self.relu(oct_add(y, identity))
+        # In place: y is a fresh BN (or folded convolution) output that nothing saved.
+        return self.relu(oct_add_(y, identity))
 
 
 class ResStage(nn.Module):
