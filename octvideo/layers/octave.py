@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .pooling import max_pool
+
 OctTensor = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -211,6 +213,11 @@ def upsample_nearest(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="nearest")
 
 
+def write_upsampled_sum(high: torch.Tensor, low: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out[...] = high + upsample2x(low)[..., :H, :W]`` in one pass (``high`` may be a strided view)."""
+    return _write_upsampled(high, low, "add", out=out)
+
+
 def copy_upsampled_(out: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     """``out[...] = upsample2x(low)[..., :H, :W]``, written through the same broadcast views."""
     return _write_upsampled(out, low, "copy_")
@@ -347,4 +354,7 @@ class OctMaxPool3d(nn.Module):
             raise ValueError(f"OctMaxPool3d pools time only; got kernel_size={kernel_size}, stride={stride}")
 
     def forward(self, x: OctTensor) -> OctTensor:
-        return apply_per_branch(self.pool, x)
+        # max_pool: nn.MaxPool3d's numbers, keeping int32 instead of int64 indices for
+        # backward and not the input (the ReLU output before it keeps that anyway).
+        p = self.pool
+        return apply_per_branch(lambda t: max_pool(t, p.kernel_size, p.stride, p.padding, ceil_mode=p.ceil_mode), x)

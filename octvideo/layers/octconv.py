@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .octave import OctTensor, _channels_innermost, _memory_format_of, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, dense_like, low_size, pool2x, spatial_mean2x, spatial_pool2x, split_channels
+from .octave import OctTensor, _channels_innermost, _memory_format_of, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, low_size, pool2x, spatial_mean2x, spatial_pool2x, split_channels, write_upsampled_sum
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -270,19 +270,23 @@ class _OctConvNd(nn.Module):
         the paths run separately, and training memory is that of the reference.
         """
         low_for_l2h = low  # stride 2: l2h reads the un-pooled low input (see forward_reference)
-        if self.downsample:
-            high = pool2x(high)
-            if low is not None:
-                low = pool2x(low)
         stack = not (torch.is_grad_enabled() and (
             high.requires_grad or (low is not None and low.requires_grad) or any(p.requires_grad for p in self.parameters())
         ))
+        if self.downsample:
+            if not stack:
+                return self._forward_strided_autograd(high, low)
+            high = pool2x(high)
+            if low is not None:
+                low = pool2x(low)
         if stack and self.upsample_before_l2h:
             return self._forward_upsample_before_l2h(high, low_for_l2h)
         high_to_low = None
+        strided_high = False  # y_high is a channel slice of a stacked output, not yet dense
         if stack and self.pool_after_h2l:
             y_high, high_to_low = self._stacked(high, ("h2h", "h2l"))
-            y_high, high_to_low = dense_like(y_high, high), spatial_mean2x(high_to_low)
+            high_to_low = spatial_mean2x(high_to_low)
+            strided_high = True
         elif not stack and self.pointwise_h2l:
             y_high, high_to_low = self._stacked_for_autograd(high)
         else:
@@ -292,7 +296,7 @@ class _OctConvNd(nn.Module):
                     high_to_low = self._path(pool2x(high), "h2l")
                 else:
                     conv = self.h2l
-                    high_to_low = _ConvOfPooled.apply(high, conv.weight, conv.bias, self._conv_stride, self.padding, conv.groups)
+                    high_to_low = self._conv_of_pooled(high, "h2l", 1)
         low_to_high = low_to_low = None
         if low is not None:
             if stack and self.stack_low_paths:
@@ -308,8 +312,41 @@ class _OctConvNd(nn.Module):
             # In place into a fresh convolution output, except under autograd (where that
             # output may be a view made inside a custom Function).
             y_low = high_to_low.add_(low_to_low) if stack else high_to_low + low_to_low
-        if low_to_high is not None:
+        if strided_high:
+            # One pass: the dense high output is written as (slice + up-sampled l2h) instead
+            # of copying the slice dense and adding into the copy (on res2 maps that copy
+            # was the largest non-convolution cost of the layer).
+            dense = torch.empty(y_high.shape, dtype=y_high.dtype, device=y_high.device, memory_format=_memory_format_of(high))
+            if low_to_high is None:
+                y_high = dense.copy_(y_high)
+            else:
+                y_high = write_upsampled_sum(y_high, low_to_high, dense)
+        elif low_to_high is not None:
             y_high = add_upsampled_(y_high, low_to_high) if stack else add_upsampled(y_high, low_to_high)
+        return self._pack_output(y_high, y_low)
+
+    def _conv_of_pooled(self, x: torch.Tensor, path: str, levels: int) -> torch.Tensor:
+        """Path ``path`` over ``x`` pooled 2x2 ``levels`` times, keeping only ``x`` for backward."""
+        conv = getattr(self, path)
+        return _ConvOfPooled.apply(x, conv.weight, conv.bias, self._conv_stride, self.padding, conv.groups, levels)
+
+    def _forward_strided_autograd(self, high: torch.Tensor, low: Optional[torch.Tensor]) -> OctTensor:
+        """Spatial stride 2 under autograd, keeping no pooled copy for backward.
+
+        The paths read pooled inputs (h2h and l2l pooled once, h2l twice; l2h the un-pooled
+        low input). Autograd would keep each pooled copy for its convolution's backward
+        beside the un-pooled input, which the previous layer keeps anyway (its ReLU output,
+        or the block input that conv1 keeps): so each path recomputes its pooled input in
+        backward instead (:class:`_ConvOfPooled`). Same numbers as the pooled-first form.
+        """
+        y_high = self._conv_of_pooled(high, "h2h", 1) if self.h2h is not None else None
+        y_low = self._conv_of_pooled(high, "h2l", 2) if self.h2l is not None else None
+        if low is not None:
+            if self.l2l is not None:
+                low_to_low = self._conv_of_pooled(low, "l2l", 1)
+                y_low = low_to_low if y_low is None else y_low + low_to_low
+            if self.l2h is not None:
+                y_high = add_upsampled(y_high, self._path(low, "l2h"))
         return self._pack_output(y_high, y_low)
 
     def _forward_upsample_before_l2h(self, high: torch.Tensor, low: torch.Tensor) -> OctTensor:
@@ -421,23 +458,27 @@ class _OctConvNd(nn.Module):
 
 
 class _ConvOfPooled(torch.autograd.Function):
-    """``conv_nd(pool2x(x), weight, bias)`` (the h2l path) keeping only ``x`` for backward.
+    """``conv_nd(pool2x(x), weight, bias)`` (pooled ``levels`` times) keeping only ``x`` for backward.
 
-    The h2h path keeps ``x`` anyway, so the pooled copy that autograd would keep for the
-    convolution's backward is memory spent twice; backward recomputes it (one pass over
-    ``x``) together with the small h2l convolution (alpha (1 - alpha) / 4 of the layer's
-    multiply-adds), under the autocast state of the forward.
+    Used where ``x`` is kept for backward anyway (by h2h, or by the layer before), so the
+    pooled copy that autograd would keep for the convolution's backward is memory spent
+    twice: the h2l path, and every path of a strided layer. Backward recomputes the pooled
+    input (a pass over ``x``) together with the convolution, under the autocast state of
+    the forward.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, groups):
+    def forward(ctx, x, weight, bias, stride, padding, groups, levels=1):
         device = x.device.type
         ctx.conv_args = (stride, padding, groups)
+        ctx.levels = levels
         ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         ctx.save_for_backward(x, weight, bias)
+        for _ in range(levels):
+            x = spatial_pool2x(x)
         # No weight pre-packing here: grad mode is off inside a Function's forward, but the
         # weight changes every training step, so a pack would be rebuilt every call.
-        return conv_nd(spatial_pool2x(x), weight, bias, stride, padding, groups, pack=False)
+        return conv_nd(x, weight, bias, stride, padding, groups, pack=False)
 
     @staticmethod
     def backward(ctx, grad):
@@ -446,11 +487,14 @@ class _ConvOfPooled(torch.autograd.Function):
         inputs = [t.detach().requires_grad_(need) if t is not None else None
                   for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3])]
         with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
-            y = conv_nd(pool2x(inputs[0]), inputs[1], inputs[2], *ctx.conv_args)
+            pooled = inputs[0]
+            for _ in range(ctx.levels):
+                pooled = pool2x(pooled)
+            y = conv_nd(pooled, inputs[1], inputs[2], *ctx.conv_args)
         wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[:3]) if t is not None and need]
         grads = iter(torch.autograd.grad(y, wanted, grad))
         return tuple(next(grads) if t is not None and need else None
-                     for t, need in zip(inputs, ctx.needs_input_grad[:3])) + (None, None, None)
+                     for t, need in zip(inputs, ctx.needs_input_grad[:3])) + (None, None, None, None)
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:

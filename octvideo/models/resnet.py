@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from octvideo.layers import OctConv2d, OctConv3d, OctMaxPool3d, OctReLU, OctTensor, make_norm, oct_add_
+from octvideo.layers import MaxPoolReLU, OctConv2d, OctConv3d, OctMaxPool3d, OctReLU, OctTensor, make_norm, oct_add_
 from octvideo.layers.octave import apply_per_branch
 
 from .arch import STAGE_DEPTHS, ArchSpec
@@ -33,7 +33,12 @@ def _k(dims: int, t: int, s: int):
 
 
 class Stem(nn.Module):
-    """Plain (never octave) stem: conv kernel stride (1,)2,2 -> BN -> ReLU -> 3x3 max pool stride 2."""
+    """Plain (never octave) stem: conv kernel stride (1,)2,2 -> BN -> ReLU -> 3x3 max pool stride 2.
+
+    The ReLU and the max pool run as one :class:`MaxPoolReLU` (pool first, then ReLU: same
+    values and gradients, and backward keeps only the pool's indices, not the full-resolution
+    ReLU output; see octvideo/layers/pooling.py).
+    """
 
     def __init__(self, dims: int, in_channels: int, out_channels: int, kernel: Sequence[int]):
         super().__init__()
@@ -41,15 +46,14 @@ class Stem(nn.Module):
         if dims == 3:
             self.conv = nn.Conv3d(in_channels, out_channels, kernel, (1, 2, 2), pad, bias=False)
             self.bn = nn.BatchNorm3d(out_channels)
-            self.pool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
+            self.pool = MaxPoolReLU((1, 3, 3), (1, 2, 2), (0, 1, 1))
         else:
             self.conv = nn.Conv2d(in_channels, out_channels, kernel, 2, pad, bias=False)
             self.bn = nn.BatchNorm2d(out_channels)
-            self.pool = nn.MaxPool2d(3, 2, 1)
-        self.relu = nn.ReLU(inplace=True)
+            self.pool = MaxPoolReLU((3, 3), (2, 2), (1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.relu(self.bn(self.conv(x))))
+        return self.pool(self.bn(self.conv(x)))
 
 
 class Bottleneck(nn.Module):

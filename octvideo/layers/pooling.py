@@ -1,0 +1,94 @@
+"""Max pooling that keeps less for backward: the stem's ReLU + max pool, and the temporal pool.
+
+PyTorch's max pool keeps, for backward, its whole input and int64 indices of its output.
+In a ResNet stem (conv -> BN -> ReLU -> 3x3 max pool, stride 2) that input is the ReLU output
+at full stem resolution, which nothing else needs for backward: for an 8x224x224 I3D clip,
+25.7 MB of input and 12.8 MB of indices, 7% of everything the network keeps.
+
+:func:`max_pool_relu` pools *before* the ReLU (max and ReLU commute: both are monotonic, so
+``relu(max(window)) == max(relu(window))`` with the same arg-max) and keeps only the indices,
+as int32, and its output, which the next layer keeps anyway. Backward masks the gradient by
+the output and scatters it with PyTorch's own max-pool backward kernel. Forward values and
+gradients equal ``max_pool(relu(x))``'s (tests/test_pooling.py); the ReLU also runs on a
+quarter of the elements. :func:`max_pool` is the same without the ReLU (the temporal pool
+after res2), keeping int32 indices only: its input is the ReLU output that the block before
+keeps anyway.
+"""
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _triple(v, n: int) -> Tuple[int, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * n
+
+
+class _MaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding, ceil_mode, relu):
+        dims = x.dim() - 2
+        pool = F.max_pool3d if dims == 3 else F.max_pool2d
+        y, idx = pool(x, kernel, stride, padding, 1, ceil_mode, return_indices=True)
+        if relu:
+            y.relu_()
+        # Indices address one (T, H, W) plane: int32 holds them (planes < 2^31 elements).
+        plane = x[0, 0].numel()
+        ctx.idx_dtype = torch.int32 if plane < 2**31 else torch.int64
+        ctx.args = (kernel, stride, padding, ceil_mode, relu)
+        ctx.input_meta = (x.shape, x.dtype, x.device, _memory_format(x))
+        ctx.save_for_backward(idx.to(ctx.idx_dtype), y if relu else None)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        idx, y = ctx.saved_tensors
+        kernel, stride, padding, ceil_mode, relu = ctx.args
+        shape, dtype, device, fmt = ctx.input_meta
+        if relu:
+            grad = torch.where(y > 0, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        # The backward kernels read only the input's sizes and layout, never its values:
+        # an uninitialised tensor of that shape stands in for the input we did not keep.
+        like = torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
+        if len(shape) == 5:
+            gx = torch.ops.aten.max_pool3d_with_indices_backward(
+                grad.contiguous(memory_format=fmt), like, kernel, stride, padding, [1, 1, 1], ceil_mode, idx.long())
+        else:
+            gx = torch.ops.aten.max_pool2d_with_indices_backward(
+                grad.contiguous(memory_format=fmt), like, kernel, stride, padding, [1, 1], ceil_mode, idx.long())
+        return gx, None, None, None, None, None
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+        return torch.channels_last_3d
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def max_pool(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int] = 0,
+             ceil_mode: bool = False, relu: bool = False) -> torch.Tensor:
+    """``max_poolNd(x)`` (``relu(max_poolNd(x))`` with ``relu``) keeping only int32 indices for backward."""
+    n = x.dim() - 2
+    kernel, stride, padding = _triple(kernel, n), _triple(stride, n), _triple(padding, n)
+    if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+        return _MaxPool.apply(x, list(kernel), list(stride), list(padding), ceil_mode, relu)
+    pool = F.max_pool3d if n == 3 else F.max_pool2d
+    y = pool(x, kernel, stride, padding, 1, ceil_mode)
+    return y.relu_() if relu else y
+
+
+class MaxPoolReLU(nn.Module):
+    """``ReLU`` then ``MaxPool{2,3}d`` (the ResNet stem's), computed as max pool then ReLU (see module doc)."""
+
+    def __init__(self, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int] = 0, relu: bool = True):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.relu = tuple(kernel_size), tuple(stride), tuple(padding), relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return max_pool(x, self.kernel_size, self.stride, self.padding, relu=self.relu)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, relu={self.relu}"
