@@ -15,6 +15,7 @@ CASES = [
     ((2, 5, 3, 13, 11), (1, 3, 3), (1, 2, 2), (0, 1, 1), torch.contiguous_format),
     ((2, 4, 9, 10), (3, 3), (2, 2), (1, 1), torch.channels_last),  # the 2D stem pool
     ((1, 3, 5, 6, 6), (2, 1, 1), (2, 1, 1), (0, 0, 0), CL3D),  # the temporal pool, odd T (ceil)
+    ((2, 3, 4, 5, 6), (2, 1, 1), (2, 1, 1), (0, 0, 0), torch.contiguous_format),
 ]
 
 
@@ -44,6 +45,16 @@ def test_stem_pool_keeps_only_int32_indices_and_its_output():
     assert nbytes == y.nbytes + y.numel() * 4
     ref_bytes, _ = saved_tensor_bytes(lambda: nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))(F.relu(x)))
     assert ref_bytes == x.nbytes + y.numel() * 8
+
+
+def test_temporal_pool_keeps_a_one_byte_mask():
+    x = torch.randn(1, 8, 4, 6, 6, requires_grad=True) * 1.0
+    nbytes, y = saved_tensor_bytes(lambda: max_pool(x, (2, 1, 1), (2, 1, 1), 0, ceil_mode=True))
+    assert y.shape == (1, 8, 2, 6, 6)
+    assert nbytes == y.numel()  # PyTorch's keeps x and int64 indices: 12x as much
+    x = torch.tensor([1.0, 1.0, 2.0, 5.0]).view(1, 1, 4, 1, 1).requires_grad_()  # a tie goes to the first frame
+    max_pool(x, (2, 1, 1), (2, 1, 1), 0, ceil_mode=True).sum().backward()
+    assert x.grad.flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
 
 
 @pytest.mark.parametrize("alphas", [(0.5, 0.5), (0.0, 0.25), (0.25, 0.0)])

@@ -10,9 +10,9 @@ at full stem resolution, which nothing else needs for backward: for an 8x224x224
 as int32, and its output, which the next layer keeps anyway. Backward masks the gradient by
 the output and scatters it with PyTorch's own max-pool backward kernel. Forward values and
 gradients equal ``max_pool(relu(x))``'s (tests/test_pooling.py); the ReLU also runs on a
-quarter of the elements. :func:`max_pool` is the same without the ReLU (the temporal pool
-after res2), keeping int32 indices only: its input is the ReLU output that the block before
-keeps anyway.
+quarter of the elements. :func:`max_pool` is the same without the ReLU; for the temporal
+pool after res2 (frame pairs) it keeps a 1-byte mask, not int64 indices nor its input (the
+ReLU output that the block before keeps anyway).
 """
 from typing import Sequence, Tuple
 
@@ -60,6 +60,43 @@ class _MaxPool(torch.autograd.Function):
         return gx, None, None, None, None, None
 
 
+class _TemporalMax2(torch.autograd.Function):
+    """Max over frame pairs (kernel = stride = (2, 1, 1), ceil mode), keeping a 1-byte mask.
+
+    The arg-max of a pair is one bit, so backward needs neither the input nor int64
+    indices, and writes the gradient in one pass (no zero fill, no scatter). Ties pick the
+    first frame, as PyTorch's kernel does. Masking is a multiply (PyTorch's CPU ``where`` /
+    ``masked_fill`` on bool masks are ~7x slower here): a NaN or infinite incoming gradient
+    therefore gives NaN to both frames, and with NaN inputs the values agree with
+    ``max_pool3d`` but the gradient may go to the other frame (a run that has diverged).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        t = x.shape[2]
+        even, odd = x[:, :, 0 : t - 1 : 2], x[:, :, 1::2]
+        fmt = _memory_format(x)
+        y = torch.empty((*x.shape[:2], (t + 1) // 2, *x.shape[3:]), dtype=x.dtype, device=x.device, memory_format=fmt)
+        torch.maximum(even, odd, out=y[:, :, : t // 2])
+        if t % 2:  # ceil mode: the last frame alone
+            y[:, :, -1].copy_(x[:, :, -1])
+        ctx.shape, ctx.fmt = x.shape, fmt
+        ctx.save_for_backward(odd > even)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (second,) = ctx.saved_tensors
+        t = ctx.shape[2]
+        gx = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.fmt)
+        g = grad[:, :, : t // 2]
+        torch.mul(g, second, out=gx[:, :, 1::2])
+        torch.mul(g, ~second, out=gx[:, :, 0 : t - 1 : 2])
+        if t % 2:
+            gx[:, :, -1].copy_(grad[:, :, -1])
+        return gx
+
+
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
         return torch.channels_last_3d
@@ -74,6 +111,8 @@ def max_pool(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padd
     n = x.dim() - 2
     kernel, stride, padding = _triple(kernel, n), _triple(stride, n), _triple(padding, n)
     if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+        if n == 3 and kernel == stride == (2, 1, 1) and padding == (0, 0, 0) and ceil_mode and not relu:
+            return _TemporalMax2.apply(x)
         return _MaxPool.apply(x, list(kernel), list(stride), list(padding), ceil_mode, relu)
     pool = F.max_pool3d if n == 3 else F.max_pool2d
     y = pool(x, kernel, stride, padding, 1, ceil_mode)
