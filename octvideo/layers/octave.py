@@ -52,25 +52,30 @@ def check_octave_sizes(high: torch.Tensor, low: torch.Tensor) -> None:
 def spatial_pool2x(x: torch.Tensor) -> torch.Tensor:
     """2x2 spatial average pool, stride 2; an odd border averages only the pixels it has.
 
-    Works for (N, C, H, W) and (N, C, T, H, W); the time axis is untouched. Odd sizes are
-    replicate-padded by one pixel first, which gives exactly the mean of the valid pixels of
-    each border window (what ``ceil_mode=True`` computes) and also works for 1x1 maps,
-    where ceil-mode pooling refuses a kernel larger than the input.
+    Works for (N, C, H, W) and (N, C, T, H, W); the time axis is untouched. Odd sizes pool
+    in ``ceil_mode``, whose border windows divide by the number of valid pixels (with no
+    padding the divisor is the window's valid area): the mean of the pixels it has, the same
+    numbers as replicate-padding by one pixel first, without writing a padded copy (on res5's
+    7x7 maps that copy took longer than the pool). A side of 1 pixel, where ceil-mode
+    pooling refuses a kernel larger than the input, is replicate-padded.
     """
     h, w = x.shape[-2], x.shape[-1]
-    if h % 2 or w % 2:
+    if h == 1 or w == 1:
         pad = (0, w % 2, 0, h % 2) + ((0, 0) if x.dim() == 5 else ())
         x = F.pad(x, pad, mode="replicate")
+        h, w = x.shape[-2], x.shape[-1]
+    ceil = bool(h % 2 or w % 2)
+    ho, wo = (h + 1) // 2, (w + 1) // 2
     if x.dim() == 5:
         # A 2D pool on a 4D view of the same memory: the CPU avg_pool3d kernel has no
         # channels_last_3d path (it returns a contiguous copy), avg_pool2d has one.
-        n, c, t, h, w = x.shape
+        n, c, t = x.shape[:3]
         if _channels_innermost(x):
-            y = F.avg_pool2d(x.transpose(1, 2).reshape(n * t, c, h, w), 2, 2)
-            return y.view(n, t, c, h // 2, w // 2).transpose(1, 2)
-        y = F.avg_pool2d(x.reshape(n, c * t, h, w), 2, 2)
-        return y.view(n, c, t, h // 2, w // 2)
-    return F.avg_pool2d(x, 2, 2)
+            y = F.avg_pool2d(x.transpose(1, 2).reshape(n * t, c, h, w), 2, 2, ceil_mode=ceil)
+            return y.view(n, t, c, ho, wo).transpose(1, 2)
+        y = F.avg_pool2d(x.reshape(n, c * t, h, w), 2, 2, ceil_mode=ceil)
+        return y.view(n, c, t, ho, wo)
+    return F.avg_pool2d(x, 2, 2, ceil_mode=ceil)
 
 
 def spatial_mean2x(x: torch.Tensor) -> torch.Tensor:
