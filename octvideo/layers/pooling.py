@@ -90,8 +90,8 @@ class _TemporalMax2(torch.autograd.Function):
         t = ctx.shape[2]
         gx = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.fmt)
         g = grad[:, :, : t // 2]
-        torch.mul(g, second, out=gx[:, :, 1::2])
-        torch.mul(g, ~second, out=gx[:, :, 0 : t - 1 : 2])
+        odd = torch.mul(g, second, out=gx[:, :, 1::2])
+        torch.sub(g, odd, out=gx[:, :, 0 : t - 1 : 2])  # g - g = 0, g - 0 = g
         if t % 2:
             gx[:, :, -1].copy_(grad[:, :, -1])
         return gx
