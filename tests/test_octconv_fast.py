@@ -376,6 +376,23 @@ def test_benchmark_memory_part_shows_the_octave_saving():
     assert "| Oct-ResNet-50 a=0.5 |" in text
 
 
+def test_benchmark_batch_scales_the_calls_and_drops_the_batch_1_targets():
+    from octvideo.utils import benchmark as bm
+
+    def saved(batch):
+        settings = bm.Settings(parts=("memory",), groups=("ResNet-50",), size=64, flops=False, batch=batch)
+        return bm.run(settings)
+
+    one, two = saved(1), saved(2)
+    for r1, r2 in zip(one["models"], two["models"]):
+        # every saved activation has the batch axis; only BN's per-channel statistics do not
+        assert 1.9 * r1.saved_bytes < r2.saved_bytes <= 2 * r1.saved_bytes
+    assert one["targets"] and not two["targets"]
+    assert "batch 2," in bm.report(two, markdown=True)
+    with pytest.raises(ValueError, match="--batch"):
+        bm.run(bm.Settings(parts=("memory",), groups=("ResNet-50",), size=64, flops=False, batch=0))
+
+
 def _load_tool():
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "benchmark.py")
     sys.path.insert(0, os.path.dirname(path))

@@ -53,6 +53,9 @@ def main(argv=None):
                         help="bf16 = torch.autocast; default: fp32 on CPU, both on CUDA")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=1,
+                        help="clips (images) per model call, every mode (default 1; the targets are defined at 1 and "
+                             "are not evaluated otherwise; single layers always run at batch 1)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (MODEL.COMPILE)")
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP counts (faster)")
     parser.add_argument("--markdown", action="store_true", help="markdown tables, ready for docs/benchmarks.md")
@@ -76,6 +79,7 @@ def main(argv=None):
         precisions=("fp32", "bf16") if prec == "both" else (prec,),
         frames=args.frames,
         size=args.size,
+        batch=args.batch,
         compile=args.compile,
         flops=not args.no_flops,
         progress=None if args.quiet else bm.stderr_progress,

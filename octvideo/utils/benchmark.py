@@ -91,6 +91,8 @@ class Settings:
     precisions: Sequence[str] = ("fp32",)
     frames: int = 8
     size: int = 224
+    # Clips (images) per call, for every mode; the issue's targets are defined at batch 1.
+    batch: int = 1
     compile: bool = False
     flops: bool = True
     progress: Optional[Callable[[str], None]] = None
@@ -209,8 +211,8 @@ def build_benchmark_model(arch: str, alpha: float) -> nn.Module:
     return build_model(cfg)
 
 
-def model_input_shape(arch: str, frames: int, size: int) -> Tuple[int, ...]:
-    return (1, 3, size, size) if arch == "resnet" else (1, 3, frames, size, size)
+def model_input_shape(arch: str, frames: int, size: int, batch: int = 1) -> Tuple[int, ...]:
+    return (batch, 3, size, size) if arch == "resnet" else (batch, 3, frames, size, size)
 
 
 def _train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx) -> None:
@@ -267,9 +269,10 @@ def run_models(settings: Settings) -> List[ModelRow]:
         if not built:
             continue
         dims = 2 if group == "ResNet-50" else 3
-        shape = model_input_shape("resnet" if dims == 2 else "i3d", settings.frames, settings.size)
+        # FLOPs above are per clip (batch 1); timings and saved bytes are per call of `batch` clips.
+        shape = model_input_shape("resnet" if dims == 2 else "i3d", settings.frames, settings.size, settings.batch)
         num_classes = {n: (1000 if dims == 2 else 400) for n in built}
-        target = torch.zeros(1, dtype=torch.long, device=device)
+        target = torch.zeros(settings.batch, dtype=torch.long, device=device)
         by_name = {r.name: r for r in group_rows}
 
         if do_memory:
@@ -598,6 +601,8 @@ def machine_description(device: torch.device) -> str:
 
 def run(settings: Settings) -> Dict:
     """Run the selected parts; returns everything measured (see :func:`report`)."""
+    if not (isinstance(settings.batch, int) and settings.batch >= 1):
+        raise ValueError(f"--batch must be a positive integer; got {settings.batch!r}")
     for part in settings.parts:
         if part not in PARTS:
             raise ValueError(f"--only takes {', '.join(PARTS)}; got {part!r}")
@@ -614,7 +619,8 @@ def run(settings: Settings) -> Dict:
         result["models"] = run_models(settings)
     if "layers" in settings.parts:
         result["layers"] = run_layers(settings)
-    result["targets"] = check_targets(result["models"], result["layers"])
+    # The targets are defined at batch 1 (single layers always run at batch 1).
+    result["targets"] = check_targets(result["models"] if settings.batch == 1 else [], result["layers"])
     try:
         import os
 
@@ -628,7 +634,7 @@ def report(result: Dict, markdown: bool = False) -> str:
     settings: Settings = result["settings"]
     parts = [f"Machine: {result['machine']}",
              f"Median of {settings.repeats} interleaved calls after {settings.warmup} warm-up round(s); "
-             f"batch 1, {settings.frames}x{settings.size}x{settings.size} clips (ResNet-50: {settings.size}x{settings.size}); "
+             f"batch {settings.batch}, {settings.frames}x{settings.size}x{settings.size} clips (ResNet-50: {settings.size}x{settings.size}); "
              f"memory format(s) {', '.join(settings.memory_formats)}; precision(s) {', '.join(settings.precisions)}"
              + ("; torch.compile" if settings.compile else "") + ". Ratios are against the first row of each group."]
     if result["models"]:
