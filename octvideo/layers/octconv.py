@@ -254,7 +254,8 @@ class _OctConvNd(nn.Module):
           backward block-sums the gradient): the up-sampled map is never materialised;
         - every convolution runs on the kernel :func:`conv_nd` picks;
         - under autograd, h2l keeps only the un-pooled high input for backward (which h2h
-          keeps anyway) and recomputes the pooled one there (``_ConvOfPooled``), and the
+          keeps anyway) and recomputes the pooled one there (``_ConvOfPooled``), as every
+          path of a spatial-stride-2 layer does (:meth:`_forward_strided_autograd`), and the
           pools' backward writes the gradient directly (:func:`pool2x`).
         Without autograd (inference) also, where ``__init__``'s cost model says it pays:
         - ``stack_low_paths``: l2h and l2l read the same input, so they run as one
