@@ -296,7 +296,6 @@ class _OctConvNd(nn.Module):
                 if stack:
                     high_to_low = self._path(pool2x(high), "h2l")
                 else:
-                    conv = self.h2l
                     high_to_low = self._conv_of_pooled(high, "h2l", 1)
         low_to_high = low_to_low = None
         if low is not None:

@@ -5,10 +5,11 @@ In a ResNet stem (conv -> BN -> ReLU -> 3x3 max pool, stride 2) that input is th
 at full stem resolution, which nothing else needs for backward: for an 8x224x224 I3D clip,
 25.7 MB of input and 12.8 MB of indices, 7% of everything the network keeps.
 
-:func:`max_pool_relu` pools *before* the ReLU (max and ReLU commute: both are monotonic, so
-``relu(max(window)) == max(relu(window))`` with the same arg-max) and keeps only the indices,
-as int32, and its output, which the next layer keeps anyway. Backward masks the gradient by
-the output and scatters it with PyTorch's own max-pool backward kernel. Forward values and
+:class:`MaxPoolReLU` (``max_pool(..., relu=True)``) pools *before* the ReLU (max and ReLU
+commute: both are monotonic, so ``relu(max(window)) == max(relu(window))`` with the same
+arg-max) and keeps only the indices, as int32, and its output, which the next layer keeps
+anyway. Backward masks the gradient by the output (ReLU's own backward kernel) and scatters
+it with PyTorch's own max-pool backward kernel. Forward values and
 gradients equal ``max_pool(relu(x))``'s (tests/test_pooling.py); the ReLU also runs on a
 quarter of the elements. :func:`max_pool` is the same without the ReLU; for the temporal
 pool after res2 (frame pairs) it keeps a 1-byte mask, not int64 indices nor its input (the
@@ -46,8 +47,8 @@ class _MaxPool(torch.autograd.Function):
         idx, y = ctx.saved_tensors
         kernel, stride, padding, ceil_mode, relu = ctx.args
         shape, dtype, device, fmt = ctx.input_meta
-        if relu:
-            grad = torch.where(y > 0, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        if relu:  # ReLU's backward on its output (``where`` would be ~7x slower on the CPU)
+            grad = torch.ops.aten.threshold_backward(grad, y, 0)
         # The backward kernels read only the input's sizes and layout, never its values:
         # an uninitialised tensor of that shape stands in for the input we did not keep.
         like = torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
