@@ -109,3 +109,26 @@ def test_unknown_arch_and_depth(small_cfg):
         build_model(small_cfg("x3d", 0.0))
     with pytest.raises(ValueError, match="MODEL.DEPTH=34"):
         build_model(small_cfg("i3d", 0.0, depth=34))
+
+
+@pytest.mark.parametrize("arch,shape", [("i3d_nl", (2, 3, 4, 32, 32)), ("resnet", (2, 3, 32, 32))])
+def test_torch_compile_traces_whole_models_and_matches_eager(small_cfg, arch, shape):
+    """MODEL.COMPILE: Dynamo traces every octave model as one graph (fullgraph=True raises on any
+    graph break), training and inference, with eager's numbers. (backend="eager": the tracing,
+    not inductor's code generation, is what the model code controls. Float64: train-mode BN on
+    these tiny maps amplifies float32 rounding of the two op orders to ~1%.)"""
+    cfg = small_cfg(arch, 0.25)
+    cfg.MODEL.DROPOUT_RATE = 0.0
+    model = build_model(cfg).double()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = torch.randn(*shape, dtype=torch.float64)
+    w = torch.randn(shape[0], 7, dtype=torch.float64)
+    (compiled(x) * w).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    (model(x) * w).sum().backward()
+    for a, b in zip(grads, [p.grad for p in model.parameters()]):
+        torch.testing.assert_close(a, b)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))

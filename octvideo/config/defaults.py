@@ -26,7 +26,9 @@ _C.MODEL.WIDTH = 64
 _C.MODEL.NUM_CLASSES = 400
 # Dropout probability before the final linear layer.
 _C.MODEL.DROPOUT_RATE = 0.5
-# Compile the model with torch.compile (PyTorch 2.x); off by default.
+# Compile the model with torch.compile (PyTorch 2.x); off by default. Compiled, every OctConv
+# runs its plain four-path form (one graph; the compiler fuses the octave's pools and adds).
+# On this project's CPU measurements it was slower than eager (docs/benchmarks.md).
 _C.MODEL.COMPILE = False
 # Use channels_last (2D) / channels_last_3d (3D) memory format for the model and inputs.
 _C.MODEL.CHANNELS_LAST = False

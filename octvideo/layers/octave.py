@@ -64,18 +64,19 @@ def spatial_pool2x(x: torch.Tensor) -> torch.Tensor:
         pad = (0, w % 2, 0, h % 2) + ((0, 0) if x.dim() == 5 else ())
         x = F.pad(x, pad, mode="replicate")
         h, w = x.shape[-2], x.shape[-1]
-    ceil = bool(h % 2 or w % 2)
+    # ceil_mode always: on even sizes it is the same pool, and a Python constant keeps
+    # torch.compile from specialising (or breaking the graph) on the parity of the size.
     ho, wo = (h + 1) // 2, (w + 1) // 2
     if x.dim() == 5:
         # A 2D pool on a 4D view of the same memory: the CPU avg_pool3d kernel has no
         # channels_last_3d path (it returns a contiguous copy), avg_pool2d has one.
         n, c, t = x.shape[:3]
         if _channels_innermost(x):
-            y = F.avg_pool2d(x.transpose(1, 2).reshape(n * t, c, h, w), 2, 2, ceil_mode=ceil)
+            y = F.avg_pool2d(x.transpose(1, 2).reshape(n * t, c, h, w), 2, 2, ceil_mode=True)
             return y.view(n, t, c, ho, wo).transpose(1, 2)
-        y = F.avg_pool2d(x.reshape(n, c * t, h, w), 2, 2, ceil_mode=ceil)
+        y = F.avg_pool2d(x.reshape(n, c * t, h, w), 2, 2, ceil_mode=True)
         return y.view(n, c, t, ho, wo)
-    return F.avg_pool2d(x, 2, 2, ceil_mode=ceil)
+    return F.avg_pool2d(x, 2, 2, ceil_mode=True)
 
 
 def spatial_mean2x(x: torch.Tensor) -> torch.Tensor:
@@ -164,7 +165,9 @@ class _AddUpsampled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, high, low):
         ctx.low_size = tuple(low.shape[-2:])
-        out = torch.empty(high.shape, dtype=torch.result_type(high, low), device=high.device,
+        # (torch.result_type returns no tensor: torch.compile breaks its graph on it)
+        dtype = high.dtype if high.dtype == low.dtype else torch.promote_types(high.dtype, low.dtype)
+        out = torch.empty(high.shape, dtype=dtype, device=high.device,
                           memory_format=_memory_format_of(high))
         return _write_upsampled(high, low, "add", out=out)
 

@@ -233,7 +233,11 @@ class _OctConvNd(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: OctTensor) -> OctTensor:
         high, low = self._split_input(x)
-        if _FORCE_REFERENCE:
+        if _FORCE_REFERENCE or torch.compiler.is_compiling():
+            # Under torch.compile the plain four-path form: every op is traceable (the fast
+            # form's custom autograd Functions, cached weights and in-place writes through
+            # views break Dynamo's graph), and the compiler fuses the pools and up-sampled adds
+            # and chooses what to keep for backward itself.
             return self.h2h(high) if self.is_plain else self.forward_reference(high, low)
         if self.is_plain:
             # The same convolution through the same dispatch as the octave paths, so a
@@ -500,12 +504,13 @@ class _ConvOfPooled(torch.autograd.Function):
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``torch.mkldnn_convolution`` computes this convolution as ``F.convNd`` would."""
     return (
-        x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+        # torch.compile traces F.convNd (it has no fake-tensor kernel for the oneDNN call)
+        # and picks oneDNN kernels itself; checked first, as Dynamo refuses to trace
+        # torch.backends.mkldnn.is_available (a graph break in every convolution).
+        not torch.compiler.is_compiling()
+        and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
         and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
         and not torch.is_autocast_enabled("cpu")  # autocast casts in F.convNd, not here
-        # torch.compile traces F.convNd (it has no fake-tensor kernel for the oneDNN call)
-        # and picks oneDNN kernels itself.
-        and not torch.compiler.is_compiling()
     )
 
 

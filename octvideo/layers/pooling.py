@@ -111,7 +111,9 @@ def max_pool(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padd
     """``max_poolNd(x)`` (``relu(max_poolNd(x))`` with ``relu``) keeping only int32 indices for backward."""
     n = x.dim() - 2
     kernel, stride, padding = _triple(kernel, n), _triple(stride, n), _triple(padding, n)
-    if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+    # Traced (fvcore's FLOP count) or compiled (torch.compile decides what to keep itself, and
+    # Dynamo does not trace writes into strided out= views): PyTorch's operators.
+    if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
         if n == 3 and kernel == stride == (2, 1, 1) and padding == (0, 0, 0) and ceil_mode and not relu:
             return _TemporalMax2.apply(x)
         return _MaxPool.apply(x, list(kernel), list(stride), list(padding), ceil_mode, relu)
