@@ -396,6 +396,20 @@ def test_benchmark_batch_scales_the_calls_and_drops_the_batch_1_targets():
         bm.run(bm.Settings(parts=("memory",), groups=("ResNet-50",), size=64, flops=False, batch=0))
 
 
+def test_benchmark_targets_give_the_ratio_of_medians_and_the_per_round_spread():
+    from octvideo.utils import benchmark as bm
+
+    ref = bm.ModelRow("I3D", "I3D", "i3d", 0.0)
+    octr = bm.ModelRow("I3D", "Oct-I3D a=0.1", "i3d", 0.1)
+    ref.times[("channels_last", "fp32", "inference")] = [1.0, 2.0, 1.0, 2.0]
+    octr.times[("channels_last", "fp32", "inference")] = [0.5, 2.0, 1.5, 4.0]
+    (t,) = [t for t in bm.check_targets([ref, octr], []) if t["target"] == "Oct-I3D a=0.1 / I3D inference"]
+    assert t["value"] == pytest.approx(1.75 / 1.5, abs=1e-3)  # medians 1.75 and 1.5
+    # per-round ratios 0.5, 1, 1.5, 2 -> quartiles 0.875 and 1.625
+    assert t["round_ratio_iqr"] == pytest.approx([0.875, 1.625])
+    assert t["met"] is False and t["limit"] == 0.93
+
+
 def _load_tool():
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "benchmark.py")
     sys.path.insert(0, os.path.dirname(path))

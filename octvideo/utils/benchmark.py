@@ -512,13 +512,13 @@ def check_targets(models: List[ModelRow], layers: List[LayerRow]) -> List[Dict]:
     out: List[Dict] = []
     by = {r.name: r for r in models}
 
-    def med(name, mode):
+    def times(name, mode):
         r = by.get(name)
         if not r:
             return None
         for (f, p, m), t in r.times.items():
             if p == "fp32" and m == mode:
-                return median_ms(t)
+                return t
         return None
 
     def add(what, value, limit, **extra):
@@ -527,25 +527,34 @@ def check_targets(models: List[ModelRow], layers: List[LayerRow]) -> List[Dict]:
         out.append({"target": what, "value": round(value, 3), "limit": round(limit, 3), "met": value <= limit + 1e-12,
                     "margin": round(limit - value, 3), **extra})
 
-    add("Oct-I3D a=0.1 / I3D inference", _ratio(med("Oct-I3D a=0.1", "inference"), med("I3D", "inference")), 0.93)
-    add("Oct-I3D a=0.1 / pytorchvideo I3D inference",
-        _ratio(med("Oct-I3D a=0.1", "inference"), med("pytorchvideo i3d_r50", "inference")), 0.93)
+    def add_time_ratio(what, name, ref, mode, limit):
+        """Ratio of the medians (the target's definition), and the interquartile range of the
+        per-round ratios (both models of a round ran back to back): how far one run can move it."""
+        a, b = times(name, mode), times(ref, mode)
+        if not a or not b:
+            return
+        per_round = sorted(x / y for x, y in zip(a, b))
+        spread = None
+        if len(per_round) >= 2:
+            q = statistics.quantiles(per_round, n=4, method="inclusive")
+            spread = [round(q[0], 3), round(q[2], 3)]
+        add(what, _ratio(median_ms(a), median_ms(b)), limit, round_ratio_iqr=spread)
+
+    add_time_ratio("Oct-I3D a=0.1 / I3D inference", "Oct-I3D a=0.1", "I3D", "inference", 0.93)
+    add_time_ratio("Oct-I3D a=0.1 / pytorchvideo I3D inference", "Oct-I3D a=0.1", "pytorchvideo i3d_r50", "inference", 0.93)
+    fr = None
     if "Oct-I3D a=0.5" in by and "I3D" in by:
         fr = _ratio(by["Oct-I3D a=0.5"].gflops, by["I3D"].gflops)
-        add("Oct-I3D a=0.5 / I3D inference (limit: FLOPs ratio + 0.05)",
-            _ratio(med("Oct-I3D a=0.5", "inference"), med("I3D", "inference")), None if fr is None else fr + 0.05)
-    add("Oct-ResNet-50 a=0.5 / ResNet-50 inference",
-        _ratio(med("Oct-ResNet-50 a=0.5", "inference"), med("ResNet-50", "inference")), 0.62)
+    a05 = None if fr is None else fr + 0.05
+    add_time_ratio("Oct-I3D a=0.5 / I3D inference (limit: FLOPs ratio + 0.05)", "Oct-I3D a=0.5", "I3D", "inference", a05)
+    add_time_ratio("Oct-ResNet-50 a=0.5 / ResNet-50 inference", "Oct-ResNet-50 a=0.5", "ResNet-50", "inference", 0.62)
     # The same with BN folded on both sides (TEST.FUSE_CONV_BN, what tools/test_net.py runs).
-    add("BN folded: Oct-I3D a=0.1 / I3D inference", _ratio(med("Oct-I3D a=0.1", "fused"), med("I3D", "fused")), 0.93)
-    add("BN folded: Oct-I3D a=0.1 / pytorchvideo I3D (as it comes) inference",
-        _ratio(med("Oct-I3D a=0.1", "fused"), med("pytorchvideo i3d_r50", "fused")), 0.93)
-    if "Oct-I3D a=0.5" in by and "I3D" in by:
-        add("BN folded: Oct-I3D a=0.5 / I3D inference (limit: FLOPs ratio + 0.05)",
-            _ratio(med("Oct-I3D a=0.5", "fused"), med("I3D", "fused")), None if fr is None else fr + 0.05)
-    add("BN folded: Oct-ResNet-50 a=0.5 / ResNet-50 inference",
-        _ratio(med("Oct-ResNet-50 a=0.5", "fused"), med("ResNet-50", "fused")), 0.62)
-    add("Oct-I3D a=0.1 / I3D training step", _ratio(med("Oct-I3D a=0.1", "train"), med("I3D", "train")), 0.95)
+    add_time_ratio("BN folded: Oct-I3D a=0.1 / I3D inference", "Oct-I3D a=0.1", "I3D", "fused", 0.93)
+    add_time_ratio("BN folded: Oct-I3D a=0.1 / pytorchvideo I3D (as it comes) inference",
+                   "Oct-I3D a=0.1", "pytorchvideo i3d_r50", "fused", 0.93)
+    add_time_ratio("BN folded: Oct-I3D a=0.5 / I3D inference (limit: FLOPs ratio + 0.05)", "Oct-I3D a=0.5", "I3D", "fused", a05)
+    add_time_ratio("BN folded: Oct-ResNet-50 a=0.5 / ResNet-50 inference", "Oct-ResNet-50 a=0.5", "ResNet-50", "fused", 0.62)
+    add_time_ratio("Oct-I3D a=0.1 / I3D training step", "Oct-I3D a=0.1", "I3D", "train", 0.95)
     if "Oct-I3D a=0.5" in by and "I3D" in by:
         add("Oct-I3D a=0.5 / I3D saved-for-backward bytes", _ratio(by["Oct-I3D a=0.5"].saved_bytes, by["I3D"].saved_bytes), 0.68)
     # Layer targets on inference (the layer table also shows training steps).
@@ -643,10 +652,14 @@ def report(result: Dict, markdown: bool = False) -> str:
         parts.append(title + "\n\n" + format_table(header, table, markdown))
     model_targets = [t for t in result["targets"] if not t.get("layer")]
     if model_targets:
-        header = ["target", "value", "limit", "met", "margin"]
+        header = ["target", "value", "limit", "met", "margin", "per-round ratio IQR"]
         rows = [[t["target"], f"{t['value']:.3f}", f"{t['limit']:.3f}", "yes" if t["met"] else "**no**" if markdown else "NO",
-                 f"{t['margin']:+.3f}"] for t in model_targets]
+                 f"{t['margin']:+.3f}",
+                 "{:.3f}-{:.3f}".format(*t["round_ratio_iqr"]) if t.get("round_ratio_iqr") else ""] for t in model_targets]
         parts.append(format_table(header, rows, markdown))
+        parts.append("value: the ratio of the two models' medians (the target's definition); per-round ratio IQR: "
+                     "the middle half of the ratios of the calls made back to back in each round, a gauge of how "
+                     "far the value moves from run to run.")
     for kind, what in (("naive", "at least 1.3x faster than the naive four-conv form"), ("conv3d", "not slower than Conv3d")):
         cases = [t for t in result["targets"] if t.get("layer") == kind]
         if cases:
