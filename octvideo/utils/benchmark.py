@@ -658,8 +658,8 @@ def report(result: Dict, markdown: bool = False) -> str:
                  "{:.3f}-{:.3f}".format(*t["round_ratio_iqr"]) if t.get("round_ratio_iqr") else ""] for t in model_targets]
         parts.append(format_table(header, rows, markdown))
         parts.append("value: the ratio of the two models' medians (the target's definition); per-round ratio IQR: "
-                     "the middle half of the ratios of the calls made back to back in each round, a gauge of how "
-                     "far the value moves from run to run.")
+                     "the middle half of the ratios of the calls made back to back in each round: the spread within "
+                     "this run (from one run to the next the value can move more: allocator and machine state).")
     for kind, what in (("naive", "at least 1.3x faster than the naive four-conv form"), ("conv3d", "not slower than Conv3d")):
         cases = [t for t in result["targets"] if t.get("layer") == kind]
         if cases:
