@@ -4,13 +4,13 @@ Every block treats features through these helpers, so splits, pools and residual
 adds on ``(high, low)`` pairs are written once. A feature with no low-frequency part is
 a plain Tensor; helpers accept both.
 """
-import math
 from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layout import _channels_innermost, _memory_format_of  # noqa: F401 (also imported from here)
 from .pooling import max_pool
 
 OctTensor = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
@@ -98,11 +98,6 @@ def spatial_mean2x(x: torch.Tensor) -> torch.Tensor:
     return dense_like(y.mul_(0.25), x)
 
 
-def _channels_innermost(x: torch.Tensor) -> bool:
-    """True for channels_last(_3d) memory, or a channel slice of it (channels have stride 1)."""
-    return x.dim() in (4, 5) and x.stride(1) == 1 and x.shape[1] > 1 and not x.is_contiguous()
-
-
 def dense_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``t`` in dense memory of the layout of ``like`` (channels last or contiguous); no copy if it is.
 
@@ -153,12 +148,6 @@ def pool2x(x: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled() and x.requires_grad:
         return _Pool2x.apply(x)
     return spatial_pool2x(x)
-
-
-def _memory_format_of(t: torch.Tensor) -> torch.memory_format:
-    if _channels_innermost(t):
-        return torch.channels_last_3d if t.dim() == 5 else torch.channels_last
-    return torch.contiguous_format
 
 
 class _AddUpsampled(torch.autograd.Function):

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .octave import OctTensor, _channels_innermost, _memory_format_of, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, low_size, pool2x, spatial_mean2x, spatial_pool2x, split_channels, write_upsampled_sum
+from .octave import OctTensor, _channels_innermost, _memory_format_of, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, pool2x, spatial_mean2x, spatial_pool2x, split_channels, write_upsampled_sum
 
 IntOrTuple = Union[int, Sequence[int]]
 

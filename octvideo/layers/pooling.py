@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layout import _memory_format_of
+
 
 def _triple(v, n: int) -> Tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * n
@@ -38,7 +40,7 @@ class _MaxPool(torch.autograd.Function):
         plane = x[0, 0].numel()
         ctx.idx_dtype = torch.int32 if plane < 2**31 else torch.int64
         ctx.args = (kernel, stride, padding, ceil_mode, relu)
-        ctx.input_meta = (x.shape, x.dtype, x.device, _memory_format(x))
+        ctx.input_meta = (x.shape, x.dtype, x.device, _memory_format_of(x))
         ctx.save_for_backward(idx.to(ctx.idx_dtype), y if relu else None)
         return y
 
@@ -76,7 +78,7 @@ class _TemporalMax2(torch.autograd.Function):
     def forward(ctx, x):
         t = x.shape[2]
         even, odd = x[:, :, 0 : t - 1 : 2], x[:, :, 1::2]
-        fmt = _memory_format(x)
+        fmt = _memory_format_of(x)
         y = torch.empty((*x.shape[:2], (t + 1) // 2, *x.shape[3:]), dtype=x.dtype, device=x.device, memory_format=fmt)
         torch.maximum(even, odd, out=y[:, :, : t // 2])
         if t % 2:  # ceil mode: the last frame alone
@@ -96,14 +98,6 @@ class _TemporalMax2(torch.autograd.Function):
         if t % 2:
             gx[:, :, -1].copy_(grad[:, :, -1])
         return gx
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
-        return torch.channels_last_3d
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def max_pool(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int] = 0,

@@ -271,7 +271,6 @@ def run_models(settings: Settings) -> List[ModelRow]:
         dims = 2 if group == "ResNet-50" else 3
         # FLOPs above are per clip (batch 1); timings and saved bytes are per call of `batch` clips.
         shape = model_input_shape("resnet" if dims == 2 else "i3d", settings.frames, settings.size, settings.batch)
-        num_classes = {n: (1000 if dims == 2 else 400) for n in built}
         target = torch.zeros(settings.batch, dtype=torch.long, device=device)
         by_name = {r.name: r for r in group_rows}
 
