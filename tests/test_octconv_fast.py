@@ -92,6 +92,7 @@ def test_every_fast_strategy_matches_reference(stack_low_paths, pool_after_h2l, 
     (stacked under autograd, pointwise_h2l, tied to pool_after_h2l here) against the reference."""
     conv = OctConv3d(8, 8, kernel, 1, (kernel[0] // 2, 0, 0), alpha_in=0.5, alpha_out=0.25, bias=True).double()
     conv.stack_low_paths, conv.pool_after_h2l, conv.pointwise_h2l = stack_low_paths, pool_after_h2l, pool_after_h2l
+    conv.pointwise_h2l_min_pixels = 0
     for hw, fmt in itertools.product([(6, 4), (5, 7)], [torch.contiguous_format, CL3D]):
         assert_fast_matches_reference(conv, make_input(conv, 2, 4, hw, fmt))
     # The stacked forms run where autograd does not record: frozen weights, too.
@@ -102,6 +103,28 @@ def test_every_fast_strategy_matches_reference(stack_low_paths, pool_after_h2l, 
         ref = conv(x)
     for a, b in zip(conv(x), ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_training_stacks_h2h_and_h2l_only_where_the_map_outweighs_the_weights(monkeypatch):
+    """The stacked training form concatenates the two weights every step: worth it on res4's
+    14x14 maps, not on res5's 7x7 ones at batch 1 (docs/benchmarks.md), whose weights are larger."""
+    import octvideo.layers.octconv as octconv_mod
+
+    calls = []
+    real = octconv_mod._StackedH2L.apply
+    monkeypatch.setattr(octconv_mod._StackedH2L, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
+    conv = OctConv3d(2048, 512, 1, alpha_in=0.1, alpha_out=0.1)
+    assert conv.pointwise_h2l
+    for size, batch in ((7, 1), (7, 4), (14, 1)):
+        calls.clear()
+        high = torch.randn(batch, conv.in_high, 4, size, size, requires_grad=True)
+        low = torch.randn(batch, conv.in_low, 4, (size + 1) // 2, (size + 1) // 2, requires_grad=True)
+        out = conv((high, low))
+        assert bool(calls) == (size * size * 4 * batch >= conv.pointwise_h2l_min_pixels), (size, batch)
+        ref = conv.forward_reference(high, low)
+        for a, b in zip(out, ref):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert 4 * 7 * 7 < conv.pointwise_h2l_min_pixels <= 4 * 14 * 14
 
 
 @pytest.mark.parametrize("upsample_before_l2h", [False, True])

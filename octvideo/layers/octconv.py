@@ -163,10 +163,13 @@ class _OctConvNd(nn.Module):
         # copying h2h's output apart and concatenating the two gradients (~2 oh + 3 ol).
         # Fitted to the training-step layer timings (docs/benchmarks.md): it pays for the
         # 4w -> w layers at alpha 0.1 (6 of 231 channels), not for the w -> 4w ones.
-        self.pointwise_h2l = (
-            pointwise and self.h2l is not None and self.h2h is not None
-            and m * 6.5 * ih > 2.25 * kt * ih * ol + m * (2 * oh + 3 * ol)
-        )
+        stack_saving = m * 6.5 * ih - (2.25 * kt * ih * ol + m * (2 * oh + 3 * ol))
+        self.pointwise_h2l = pointwise and self.h2l is not None and self.h2h is not None and stack_saving > 0
+        # Per call it also concatenates the two weights, forward and backward (~2 passes over
+        # kt ih (oh + ol) elements), which on small maps outweighs the per-pixel saving (res5
+        # 2048 -> 512 at alpha 0.1 on 4x7x7: 7.5 ms stacked against 6.6 ms for the naive form).
+        # Below this many high-resolution pixels (N T H W) the paths run separately.
+        self.pointwise_h2l_min_pixels = 2 * m * kt * ih * (oh + ol) / stack_saving if stack_saving > 0 else math.inf
         self.pool_after_h2l = (
             pointwise and self.h2l is not None and not self.upsample_before_l2h
             # saves pooling the high input (1.25 ih); adds h2l at full resolution, pooling
@@ -292,7 +295,7 @@ class _OctConvNd(nn.Module):
             y_high, high_to_low = self._stacked(high, ("h2h", "h2l"))
             high_to_low = spatial_mean2x(high_to_low)
             strided_high = True
-        elif not stack and self.pointwise_h2l:
+        elif not stack and self.pointwise_h2l and high.numel() >= self.pointwise_h2l_min_pixels * high.shape[1]:
             y_high, high_to_low = self._stacked_for_autograd(high)
         else:
             y_high = self._path(high, "h2h")
