@@ -249,7 +249,7 @@ class _OctConvNd(nn.Module):
         return self.forward_fast(high, low)
 
     def _path(self, x: torch.Tensor, path: str) -> torch.Tensor:
-        conv = getattr(self, path)
+        conv = self._modules[path]
         return conv_nd(x, conv.weight, conv.bias, self._conv_stride, self.padding, conv.groups)
 
     def forward_fast(self, high: torch.Tensor, low: Optional[torch.Tensor]) -> OctTensor:
@@ -504,15 +504,21 @@ class _ConvOfPooled(torch.autograd.Function):
                      for t, need in zip(inputs, ctx.needs_input_grad[:3])) + (None, None, None, None)
 
 
+_MKLDNN_BUILT: Optional[bool] = None  # torch.backends.mkldnn.is_available(): fixed by the build
+
+
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``torch.mkldnn_convolution`` computes this convolution as ``F.convNd`` would."""
+    global _MKLDNN_BUILT
+    # torch.compile traces F.convNd (it has no fake-tensor kernel for the oneDNN call) and
+    # picks oneDNN kernels itself; checked first, as Dynamo refuses to trace
+    # torch.backends.mkldnn.is_available (a graph break in every convolution).
+    if torch.compiler.is_compiling() or x.device.type != "cpu" or not (x.dtype == weight.dtype == torch.float32):
+        return False
+    if _MKLDNN_BUILT is None:
+        _MKLDNN_BUILT = torch.backends.mkldnn.is_available()
     return (
-        # torch.compile traces F.convNd (it has no fake-tensor kernel for the oneDNN call)
-        # and picks oneDNN kernels itself; checked first, as Dynamo refuses to trace
-        # torch.backends.mkldnn.is_available (a graph break in every convolution).
-        not torch.compiler.is_compiling()
-        and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-        and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+        _MKLDNN_BUILT and torch.backends.mkldnn.enabled
         and not torch.is_autocast_enabled("cpu")  # autocast casts in F.convNd, not here
     )
 
@@ -692,9 +698,8 @@ def _packable(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
 
 
 def _packed_conv(x, weight, bias, padding, stride, groups, squeeze_frames=False) -> torch.Tensor:
-    w = weight.squeeze(2) if squeeze_frames else weight
+    key = (x.shape, padding, stride, groups, squeeze_frames, weight.data_ptr(), weight._version)
     padding, stride, dilation = list(padding), list(stride), [1] * len(stride)
-    key = (tuple(x.shape), tuple(padding), tuple(stride), groups, squeeze_frames, weight.data_ptr(), weight._version)
     entry = _packed_cache.get(id(weight))
     if entry is None or entry[0]() is not weight:
         entry = (weakref.ref(weight), {})
@@ -709,6 +714,7 @@ def _packed_conv(x, weight, bias, padding, stride, groups, squeeze_frames=False)
             del packs[k]
         while len(packs) >= _PACKED_PER_WEIGHT:
             del packs[next(iter(packs))]
+        w = weight.squeeze(2) if squeeze_frames else weight
         packed = torch.ops.mkldnn._reorder_convolution_weight(w, padding, stride, dilation, groups, list(x.shape))
         # The pack holds the weight's storage: while it exists no other storage can take
         # that address, so a key (address, version) never matches different data.
