@@ -9,11 +9,11 @@ at full stem resolution, which nothing else needs for backward: for an 8x224x224
 commute: both are monotonic, so ``relu(max(window)) == max(relu(window))`` with the same
 arg-max) and keeps only the indices, as int32, and its output, which the next layer keeps
 anyway. Backward masks the gradient by the output (ReLU's own backward kernel) and scatters
-it with PyTorch's own max-pool backward kernel. Forward values and
-gradients equal ``max_pool(relu(x))``'s (tests/test_pooling.py); the ReLU also runs on a
-quarter of the elements. :func:`max_pool` is the same without the ReLU; for the temporal
-pool after res2 (frame pairs) it keeps a 1-byte mask, not int64 indices nor its input (the
-ReLU output that the block before keeps anyway).
+it with PyTorch's own max-pool backward kernel. Forward values and gradients equal
+``max_pool(relu(x))``'s (tests/test_pooling.py); the ReLU also runs on a quarter of the
+elements. :func:`max_pool` is the same without the ReLU; for the temporal pool after res2
+(frame pairs) it keeps a 1-byte mask, not int64 indices nor its input (the ReLU output that
+the block before keeps anyway).
 """
 from typing import Sequence, Tuple
 
