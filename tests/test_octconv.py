@@ -189,6 +189,37 @@ def test_octave_helpers():
         oct_add(a, torch.ones(1, 2, 1, 2, 2))
 
 
+@pytest.mark.parametrize("dims,affine", [(3, True), (2, True), (3, False)])
+def test_octave_batch_norm_eval_equals_one_batch_norm_per_branch(dims, affine):
+    bn = OctBatchNorm(12, 0.25, dims=dims, affine=affine).double()
+    shape = (2, 4, 6, 6)[: dims + 1]
+    x = (torch.randn(2, 9, *shape[1:], dtype=torch.float64), torch.randn(2, 3, *shape[1:-2], 3, 3, dtype=torch.float64))
+    bn.train()
+    bn(x)  # running statistics move away from their initial values
+    bn(tuple(t * 3 + 1 for t in x))
+    if affine:
+        with torch.no_grad():
+            for b in (bn.h, bn.l):
+                b.weight.uniform_(0.5, 2)
+                b.bias.uniform_(-1, 1)
+    bn.eval()
+    got = bn(x)
+    torch.testing.assert_close(got[0], bn.h(x[0]), rtol=0, atol=0)
+    torch.testing.assert_close(got[1], bn.l(x[1]), rtol=0, atol=0)
+    mean, var = bn.l.running_mean, bn.l.running_var
+    expected = (x[1] - mean.view(-1, *[1] * dims)) / torch.sqrt(var.view(-1, *[1] * dims) + bn.l.eps)
+    if affine:
+        expected = expected * bn.l.weight.view(-1, *[1] * dims) + bn.l.bias.view(-1, *[1] * dims)
+    torch.testing.assert_close(got[1], expected)
+    # A hook on a branch still runs; a wrong rank still gets BatchNorm's own error.
+    seen = []
+    bn.h.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    bn(x)
+    assert seen == [x[0].shape]
+    with pytest.raises(ValueError, match="expected"):
+        bn((x[0][0], x[1][0]))
+
+
 def test_reference_mode_gives_same_result():
     conv = OctConv3d(8, 8, (1, 3, 3), 1, (0, 1, 1), alpha_in=0.5, alpha_out=0.5).double()
     x = rand_oct(1, 4, 4, 2, 7, 5)

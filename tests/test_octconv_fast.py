@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from octvideo.layers import OctConv2d, OctConv3d, reference_mode, spatial_pool2x, upsample_to
-from octvideo.layers.octave import add_upsampled, add_upsampled_
+from octvideo.layers.octave import add_upsampled, add_upsampled_, write_upsampled_sum
 from octvideo.layers.octconv import conv_nd
 from octvideo.models import build_model
 
@@ -212,6 +212,19 @@ def test_add_upsampled_equals_materialised_upsample(hw):
     torch.testing.assert_close(grad_fast, grad_ref)
     with pytest.raises(ValueError, match="up-sample"):
         add_upsampled_(high.clone(), torch.zeros(2, 3, 2, hw[0] + 2, hw[1] + 2, dtype=torch.float64))
+    # Channel slices of channels_last_3d memory (stacked convolution outputs), in place and
+    # written to a third tensor: the other channels are left alone.
+    wide = torch.randn(2, 7, 2, *hw, dtype=torch.float64).contiguous(memory_format=CL3D)
+    low_wide = torch.randn(2, 5, 2, *low.shape[-2:], dtype=torch.float64).contiguous(memory_format=CL3D)
+    before = wide.clone()
+    with torch.no_grad():
+        add_upsampled_(wide[:, 2:5], low_wide[:, 1:4])
+    torch.testing.assert_close(wide[:, 2:5], before[:, 2:5] + upsample_to(low_wide[:, 1:4], hw), rtol=0, atol=0)
+    torch.testing.assert_close(wide[:, :2], before[:, :2], rtol=0, atol=0)
+    torch.testing.assert_close(wide[:, 5:], before[:, 5:], rtol=0, atol=0)
+    out = torch.empty(2, 3, 2, *hw, dtype=torch.float64).contiguous(memory_format=CL3D)
+    write_upsampled_sum(before[:, 2:5], low_wide[:, 1:4], out)
+    torch.testing.assert_close(out, wide[:, 2:5], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("hw", [(8, 6), (7, 5), (1, 1)])

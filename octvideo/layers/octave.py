@@ -220,10 +220,35 @@ def copy_upsampled_(out: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     return _write_upsampled(out, low, "copy_")
 
 
+def _blocks(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (..., H, W), H and W even, viewed as (..., H/2, 2, W/2, 2): the 2x2 blocks of nearest up-sampling."""
+    *lead, H, W = t.shape
+    *lead_st, sh, sw = t.stride()
+    return t.as_strided((*lead, H // 2, 2, W // 2, 2), (*lead_st, 2 * sh, sh, 2 * sw, sw), t.storage_offset())
+
+
+def _block_broadcast(low: torch.Tensor) -> torch.Tensor:
+    """``low`` (..., h, w) viewed as (..., h, 2, w, 2), each pixel repeated over its block (stride 0)."""
+    *lead, h, w = low.shape
+    *lead_st, sh, sw = low.stride()
+    return low.as_strided((*lead, h, 2, w, 2), (*lead_st, sh, 0, sw, 0), low.storage_offset())
+
+
 def _write_upsampled(high: torch.Tensor, low: torch.Tensor, op: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``high.<op>(up(low))`` through broadcast views; with ``out``: ``out = high + up(low)``."""
     H, W = high.shape[-2], high.shape[-1]
     target = high if out is None else out
+    if not (H % 2 or W % 2) and low.shape[-2] * 2 == H and low.shape[-1] * 2 == W and not torch.compiler.is_compiling():
+        # Even sizes (every map but res5's 7x7), the common case: the 2x2-block views made
+        # with one as_strided each. Same views as the general path below, which builds them
+        # by slicing and unflattening: ~4x its Python cost, paid once per octave layer
+        # (docs/benchmarks.md, "Dispatch").
+        lo = _block_broadcast(low)
+        if out is None:
+            getattr(_blocks(high), op)(lo)
+        else:
+            torch.add(_blocks(high), lo, out=_blocks(out))
+        return target
 
     def apply(dst, src, lo):
         if out is None:
@@ -312,7 +337,29 @@ class OctBatchNorm(nn.Module):
     def forward(self, x: OctTensor) -> OctTensor:
         if not is_octave(x):
             raise ValueError("OctBatchNorm expects a (high, low) pair")
-        return self.h(x[0]), self.l(x[1])
+        h, l = self.h, self.l
+        if (not (h.training or l.training) and type(h) in _PLAIN_BN and type(l) in _PLAIN_BN
+                and h.track_running_stats and l.track_running_stats
+                and not (h._forward_hooks or h._forward_pre_hooks or l._forward_hooks or l._forward_pre_hooks)):
+            # Eval mode: both branches normalise with their running statistics, as
+            # nn.BatchNorm's forward would, called without its two module calls and
+            # per-call attribute checks (an octave layer has twice a plain layer's norms;
+            # at batch 1 the Python around them was half their time on res4/res5 maps).
+            # Branch modules with hooks take the module call, so their hooks run.
+            return _bn_eval(h, x[0]), _bn_eval(l, x[1])
+        return h(x[0]), l(x[1])
+
+
+_PLAIN_BN = (nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _bn_eval(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)`` for an eval-mode BatchNorm with running statistics (what its forward computes)."""
+    if x.dim() != (5 if type(bn) is nn.BatchNorm3d else 4):
+        bn._check_input_dim(x)  # raises nn.BatchNorm's own error
+    p, b = bn._parameters, bn._buffers
+    return torch.batch_norm(x, p["weight"], p["bias"], b["running_mean"], b["running_var"], False, 0.0, bn.eps,
+                            torch.backends.cudnn.enabled)
 
 
 def make_norm(channels: int, alpha: float, dims: int = 3, **bn_kwargs) -> nn.Module:
@@ -330,7 +377,10 @@ class OctReLU(nn.Module):
         self.inplace = inplace
 
     def forward(self, x: OctTensor) -> OctTensor:
-        return apply_per_branch(lambda t: F.relu(t, inplace=self.inplace), x)
+        if is_octave(x):
+            relu = torch.relu_ if self.inplace else torch.relu
+            return relu(x[0]), relu(x[1])
+        return F.relu(x, inplace=self.inplace)
 
 
 class OctMaxPool3d(nn.Module):

@@ -250,7 +250,8 @@ class _OctConvNd(nn.Module):
 
     def _path(self, x: torch.Tensor, path: str) -> torch.Tensor:
         conv = self._modules[path]
-        return conv_nd(x, conv.weight, conv.bias, self._conv_stride, self.padding, conv.groups)
+        weight, bias = _weight_bias(conv)
+        return conv_nd(x, weight, bias, self._conv_stride, self.padding, conv.groups)
 
     def forward_fast(self, high: torch.Tensor, low: Optional[torch.Tensor]) -> OctTensor:
         """Paper eq. 4 with the same weights as :meth:`forward_reference`, in fewer, cheaper ops.
@@ -278,6 +279,7 @@ class _OctConvNd(nn.Module):
         the paths run separately, and training memory is that of the reference.
         """
         low_for_l2h = low  # stride 2: l2h reads the un-pooled low input (see forward_reference)
+        mods = self._modules  # (the paths without Module.__getattr__'s Python call each)
         stack = not (torch.is_grad_enabled() and (
             high.requires_grad or (low is not None and low.requires_grad) or any(p.requires_grad for p in self.parameters())
         ))
@@ -299,7 +301,7 @@ class _OctConvNd(nn.Module):
             y_high, high_to_low = self._stacked_for_autograd(high)
         else:
             y_high = self._path(high, "h2h")
-            if self.h2l is not None:
+            if mods.get("h2l") is not None:
                 if stack:
                     high_to_low = self._path(pool2x(high), "h2l")
                 else:
@@ -309,8 +311,8 @@ class _OctConvNd(nn.Module):
             if stack and self.stack_low_paths:
                 low_to_high, low_to_low = self._stacked(low, ("l2h", "l2l"))
             else:
-                low_to_high = self._path(low_for_l2h, "l2h") if self.l2h is not None else None
-                low_to_low = self._path(low, "l2l") if self.l2l is not None else None
+                low_to_high = self._path(low_for_l2h, "l2h") if mods.get("l2h") is not None else None
+                low_to_low = self._path(low, "l2l") if mods.get("l2l") is not None else None
         if high_to_low is None:
             y_low = low_to_low
         elif low_to_low is None:
@@ -410,27 +412,33 @@ class _OctConvNd(nn.Module):
         a plain attribute, not a buffer: it is not in the state_dict, and costs at most one
         more copy of the layer's weights while the model runs inference.
         """
-        a, b = getattr(self, paths[0]), getattr(self, paths[1])
-        sources = (a.weight, b.weight, a.bias, b.bias)
+        a, b = self._modules[paths[0]], self._modules[paths[1]]
+        (wa, ba), (wb, bb) = _weight_bias(a), _weight_bias(b)
+        sources = (wa, wb, ba, bb)
         # A source's identity, its storage's address and its version counter. The entry
         # holds the source storages, so while it exists no new storage can take their
         # addresses: a replaced parameter, or new data, always misses.
         # (Tensors made under torch.inference_mode have no version counter: not cached.)
-        cacheable = not any(t is not None and t.is_inference() for t in sources)
-        state = tuple(None if t is None else (id(t), t.data_ptr(), t._version) for t in sources) if cacheable else None
-        cache = self.__dict__.setdefault("_merged_cache", {})
+        cacheable = not (wa.is_inference() or wb.is_inference() or (ba is not None and (ba.is_inference() or bb.is_inference())))
+        if ba is None:
+            state = (id(wa), wa.data_ptr(), wa._version, id(wb), wb.data_ptr(), wb._version) if cacheable else None
+        else:
+            state = tuple(x for t in sources for x in (id(t), t.data_ptr(), t._version)) if cacheable else None
+        cache = self.__dict__.get("_merged_cache")
+        if cache is None:
+            cache = self.__dict__["_merged_cache"] = {}
         hit = cache.get((paths, dim))
         if cacheable and hit is not None and hit[0] == state:
             return hit[2], hit[3]
-        weight = torch.cat([a.weight, b.weight], dim)
-        if (a.bias is None) != (b.bias is None):
+        weight = torch.cat([wa, wb], dim)
+        if (ba is None) != (bb is None):
             raise AssertionError(f"paths {paths} disagree on having a bias (all paths of an OctConv have one or none)")
-        if a.bias is None:
+        if ba is None:
             bias = None
         elif dim == 0:
-            bias = torch.cat([a.bias, b.bias], 0)
+            bias = torch.cat([ba, bb], 0)
         else:
-            bias = a.bias + b.bias
+            bias = ba + bb
         if cacheable:
             keep = tuple(None if t is None else (t, t.untyped_storage()) for t in sources)
             cache[(paths, dim)] = (state, keep, weight, bias)
@@ -462,6 +470,18 @@ class _OctConvNd(nn.Module):
                 raise AssertionError("unreachable: l2h exists only when out_high > 0")
             y_high = y_high + upsample_to(y, y_high.shape[-2:])
         return self._pack_output(y_high, y_low)
+
+
+def _weight_bias(conv: nn.Module) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(conv.weight, conv.bias)``, read from ``_parameters`` when both are plain parameters.
+
+    (``Module.__getattr__`` costs a Python call per attribute, and an octave layer reads
+    two to four weights per forward; a parametrized weight or bias takes the attribute.)
+    """
+    p = conv._parameters
+    if "weight" in p and "bias" in p:
+        return p["weight"], p["bias"]
+    return conv.weight, conv.bias
 
 
 class _ConvOfPooled(torch.autograd.Function):
@@ -561,7 +581,7 @@ def conv_nd(
                 y = _packed_conv(x2, weight, bias, padding[1:], stride[1:], groups, squeeze_frames=True)
             else:
                 y = torch.mkldnn_convolution(x2, weight.squeeze(2), bias, padding[1:], stride[1:], (1, 1), groups)
-            return y.unflatten(0, (n, t)).transpose(1, 2)
+            return y.view((n, t) + y.shape[1:]).transpose(1, 2)
         if pack and _packable(x, weight, bias):
             return _packed_conv(x, weight, bias, padding, stride, groups)
         return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1,) * len(stride), groups)
@@ -699,27 +719,29 @@ def _packable(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
 
 def _packed_conv(x, weight, bias, padding, stride, groups, squeeze_frames=False) -> torch.Tensor:
     key = (x.shape, padding, stride, groups, squeeze_frames, weight.data_ptr(), weight._version)
-    padding, stride, dilation = list(padding), list(stride), [1] * len(stride)
     entry = _packed_cache.get(id(weight))
-    if entry is None or entry[0]() is not weight:
+    if entry is not None and entry[0]() is weight:
+        hit = entry[1].get(key)
+        if hit is not None:  # the common case: the call's list arguments were kept with the pack
+            return torch.ops.mkldnn._convolution_pointwise(x, hit[0], bias, *hit[2], groups, "none", [], "")
+    else:
         entry = (weakref.ref(weight), {})
         _packed_cache[id(weight)] = entry
         weakref.finalize(weight, _packed_cache.pop, id(weight), None)
     packs = entry[1]
-    hit = packs.get(key)
-    packed = None if hit is None else hit[0]
-    if packed is None:
-        # Drop packs of older versions of this weight, and the oldest shapes beyond the limit.
-        for k in [k for k in packs if k[5:] != key[5:]]:
-            del packs[k]
-        while len(packs) >= _PACKED_PER_WEIGHT:
-            del packs[next(iter(packs))]
-        w = weight.squeeze(2) if squeeze_frames else weight
-        packed = torch.ops.mkldnn._reorder_convolution_weight(w, padding, stride, dilation, groups, list(x.shape))
-        # The pack holds the weight's storage: while it exists no other storage can take
-        # that address, so a key (address, version) never matches different data.
-        packs[key] = (packed, weight.untyped_storage())
-    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, groups, "none", [], "")
+    # Drop packs of older versions of this weight, and the oldest shapes beyond the limit.
+    for k in [k for k in packs if k[5:] != key[5:]]:
+        del packs[k]
+    while len(packs) >= _PACKED_PER_WEIGHT:
+        del packs[next(iter(packs))]
+    args = (list(padding), list(stride), [1] * len(stride))
+    w = weight.squeeze(2) if squeeze_frames else weight
+    packed = torch.ops.mkldnn._reorder_convolution_weight(w, *args, groups, list(x.shape))
+    # The pack holds the weight's storage: while it exists no other storage can take
+    # that address, so a key (address, version) never matches different data.
+    packs[key] = (packed, weight.untyped_storage(), args)
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, *args, groups, "none", [], "")
+
 
 
 def upsample_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
