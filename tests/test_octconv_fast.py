@@ -30,11 +30,16 @@ def make_input(conv, n, t, hw, memory_format=torch.contiguous_format, dtype=torc
     return high, low.contiguous(memory_format=memory_format)
 
 
-def outputs_and_grads(conv, x, fast: bool):
-    """Outputs and the gradients of a fixed random projection of them w.r.t. inputs and weights."""
+def outputs_and_grads(conv, x, fast):
+    """Outputs and the gradients of a fixed random projection of them w.r.t. inputs and weights.
+
+    ``fast``: True (the eager fast form), False (the reference) or "traceable" (the form
+    torch.compile runs)."""
     inputs = [t.detach().clone().requires_grad_() for t in (x if isinstance(x, tuple) else (x,))]
     arg = tuple(inputs) if isinstance(x, tuple) else inputs[0]
-    if fast:
+    if fast == "traceable":
+        y = traceable(conv, arg)
+    elif fast:
         y = conv(arg)
     else:
         with reference_mode():
@@ -47,16 +52,24 @@ def outputs_and_grads(conv, x, fast: bool):
     return [o.detach() for o in ys], list(grads)
 
 
+def traceable(conv, x):
+    """What a compiled model runs for ``conv`` (:meth:`forward_traceable`), called eagerly."""
+    if conv.is_plain:
+        return conv(x)
+    return conv.forward_traceable(*conv._split_input(x))
+
+
 def assert_fast_matches_reference(conv, x):
-    """Training (autograd) and inference (no_grad) forms of the fast path against the reference."""
-    y_fast, g_fast = outputs_and_grads(conv, x, fast=True)
+    """Training (autograd) and inference (no_grad) forms of the fast path, eager and traceable, against the reference."""
     y_ref, g_ref = outputs_and_grads(conv, x, fast=False)
-    with torch.no_grad():
-        y_infer = conv(x)
-    y_infer = list(y_infer) if isinstance(y_infer, tuple) else [y_infer]
-    assert [o.shape for o in y_fast] == [o.shape for o in y_ref] == [o.shape for o in y_infer]
-    for a, b in zip(y_fast + g_fast + y_infer, y_ref + g_ref + y_ref):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    for form in (True, "traceable"):
+        y_fast, g_fast = outputs_and_grads(conv, x, fast=form)
+        with torch.no_grad():
+            y_infer = conv(x) if form is True else traceable(conv, x)
+        y_infer = list(y_infer) if isinstance(y_infer, tuple) else [y_infer]
+        assert [o.shape for o in y_fast] == [o.shape for o in y_ref] == [o.shape for o in y_infer]
+        for a, b in zip(y_fast + g_fast + y_infer, y_ref + g_ref + y_ref):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
 # groups 1 with a widening and a narrowing layer (the narrowing one takes pool_after_h2l for
@@ -103,6 +116,16 @@ def test_every_fast_strategy_matches_reference(stack_low_paths, pool_after_h2l, 
         ref = conv(x)
     for a, b in zip(conv(x), ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("alpha_out", [0.25, 0.0])
+def test_upsample_before_l2h_matches_reference(stride, alpha_out):
+    """The joined [high, up(low)] form (eager inference and the traceable form), strided or not."""
+    conv = OctConv3d(8, 16, 1, (1, stride, stride), 0, alpha_in=0.5, alpha_out=alpha_out, bias=True).double()
+    conv.upsample_before_l2h = True
+    for hw, fmt in itertools.product([(6, 4), (5, 7)], [torch.contiguous_format, CL3D]):
+        assert_fast_matches_reference(conv, make_input(conv, 2, 3, hw, fmt))
 
 
 def test_training_stacks_h2h_and_h2l_only_where_the_map_outweighs_the_weights(monkeypatch):

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .octave import OctTensor, _channels_innermost, _memory_format_of, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, pool2x, spatial_mean2x, spatial_pool2x, split_channels, write_upsampled_sum
+from .octave import OctTensor, _channels_innermost, _memory_format_of, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, pool2x, spatial_mean2x, spatial_pool2x, split_channels, upsample_nearest, write_upsampled_sum
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -236,12 +236,14 @@ class _OctConvNd(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: OctTensor) -> OctTensor:
         high, low = self._split_input(x)
-        if _FORCE_REFERENCE or torch.compiler.is_compiling():
-            # Under torch.compile the plain four-path form: every op is traceable (the fast
-            # form's custom autograd Functions, cached weights and in-place writes through
-            # views break Dynamo's graph), and the compiler fuses the pools and up-sampled adds
-            # and chooses what to keep for backward itself.
+        if _FORCE_REFERENCE:
             return self.h2h(high) if self.is_plain else self.forward_reference(high, low)
+        if torch.compiler.is_compiling():
+            # Under torch.compile the same strategies in plain PyTorch operators (the eager
+            # fast form's custom autograd Functions, weight caches and in-place writes through
+            # views break Dynamo's graph); the compiler fuses the pools and up-sampled adds and
+            # chooses what to keep for backward itself.
+            return self.h2h(high) if self.is_plain else self.forward_traceable(high, low)
         if self.is_plain:
             # The same convolution through the same dispatch as the octave paths, so a
             # vanilla model and its Oct version are timed on the same kernels.
@@ -443,6 +445,72 @@ class _OctConvNd(nn.Module):
             keep = tuple(None if t is None else (t, t.untyped_storage()) for t in sources)
             cache[(paths, dim)] = (state, keep, weight, bias)
         return weight, bias
+
+    def forward_traceable(self, high: torch.Tensor, low: Optional[torch.Tensor]) -> OctTensor:
+        """:meth:`forward_fast`'s strategies in plain PyTorch operators: what ``torch.compile`` runs.
+
+        Paths that read one input run as one convolution with their weights concatenated
+        (under inductor's freezing, inference, the concatenation is folded into a constant
+        once); the up-sampled l2h output is added through a nearest ``F.interpolate``, which
+        the compiler fuses into the add instead of writing it. Without autograd the
+        ``upsample_before_l2h`` and ``pool_after_h2l`` strategies apply as in eager; under
+        autograd the paths that would keep a wider tensor for backward than the reference
+        run separately (``stack_low_paths`` and the ``pointwise_h2l`` gate as in eager).
+        Same numbers as :meth:`forward_reference` up to float rounding (tests).
+        """
+        mods = self._modules
+        conv = F.conv3d if self._dims == 3 else F.conv2d
+        stride, padding = self._conv_stride, self.padding
+
+        def run(x, paths, dim=0):
+            ws = [mods[p].weight for p in paths]
+            bs = [mods[p].bias for p in paths]
+            weight = ws[0] if len(ws) == 1 else torch.cat(ws, dim)
+            bias = None if bs[0] is None else (bs[0] if len(bs) == 1 else (torch.cat(bs) if dim == 0 else sum(bs)))
+            return conv(x, weight, bias, stride, padding, groups=1 if len(paths) > 1 else mods[paths[0]].groups)
+
+        training = torch.is_grad_enabled() and (
+            high.requires_grad or (low is not None and low.requires_grad) or any(p.requires_grad for p in self.parameters())
+        )
+        low_for_l2h = low
+        if self.downsample:
+            high = spatial_pool2x(high)
+            if low is not None:
+                low = spatial_pool2x(low)
+        size = tuple(high.shape[-2:])
+        if not training and self.upsample_before_l2h:
+            both = torch.cat([high, upsample_nearest(low_for_l2h, size)], 1)
+            y_high = run(both, ("h2h", "l2h"), dim=1)
+            if self.out_low == 0:
+                return y_high
+            return y_high, run(spatial_pool2x(both), ("h2l", "l2l"), dim=1)
+        high_to_low = None
+        stack_h2l = self.pool_after_h2l if not training else (
+            self.pointwise_h2l and high.numel() >= self.pointwise_h2l_min_pixels * high.shape[1])
+        if stack_h2l:
+            y = run(high, ("h2h", "h2l"))
+            y_high, high_to_low = y[:, : self.out_high], spatial_pool2x(y[:, self.out_high :])
+        else:
+            y_high = run(high, ("h2h",))
+            if mods.get("h2l") is not None:
+                high_to_low = run(spatial_pool2x(high), ("h2l",))
+        low_to_high = low_to_low = None
+        if low is not None:
+            if self.stack_low_paths:
+                y = run(low, ("l2h", "l2l"))
+                low_to_high, low_to_low = y[:, : self.out_high], y[:, self.out_high :]
+            else:
+                low_to_high = run(low_for_l2h, ("l2h",)) if mods.get("l2h") is not None else None
+                low_to_low = run(low, ("l2l",)) if mods.get("l2l") is not None else None
+        if low_to_high is not None:
+            y_high = y_high + (low_to_high if tuple(low_to_high.shape[-2:]) == size else upsample_nearest(low_to_high, size))
+        if high_to_low is None:
+            y_low = low_to_low
+        elif low_to_low is None:
+            y_low = high_to_low
+        else:
+            y_low = high_to_low + low_to_low
+        return self._pack_output(y_high, y_low)
 
     def forward_reference(self, high: torch.Tensor, low: Optional[torch.Tensor]) -> OctTensor:
         """Straightforward four-path OctConv (paper eq. 4). Slow; kept as the numerical reference.
