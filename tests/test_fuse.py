@@ -94,3 +94,36 @@ def test_the_test_config_runs_a_folded_copy(small_cfg):
     assert any(isinstance(m, OctBatchNorm) for m in model.modules()) and model.training
     cfg.TEST.FUSE_CONV_BN = False
     assert inference_model(model, cfg) is model
+
+
+def test_model_compile_runs_the_test_on_a_compiled_frozen_model(small_cfg):
+    """MODEL.COMPILE at test time: the (folded) model compiled with inductor, weights frozen on the
+    CPU: the same scores as the eager folded model, the trained model's weights untouched."""
+    from octvideo.engine.evaluator import inference_model
+    from octvideo.models.build import CompiledForInference
+
+    cfg = small_cfg("i3d", 0.5, width=16)
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # non-trivial running statistics for the folding
+        for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 4, 32, 32).contiguous(memory_format=torch.channels_last_3d)
+    eager = inference_model(model, cfg)
+    cfg.MODEL.COMPILE = True
+    compiled = inference_model(model, cfg)
+    assert isinstance(compiled, CompiledForInference)
+    with torch.no_grad():
+        expected = eager(x)
+    got = compiled(x)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # The compiled call runs under inductor's freezing (on the CPU), and only inside the call.
+    import torch._inductor.config as inductor_config
+
+    seen = []
+    compiled.__dict__["_compiled"] = lambda t: (seen.append((inductor_config.freezing, torch.is_grad_enabled())), t)[1]
+    compiled(x)
+    assert seen == [(True, False)] and not inductor_config.freezing

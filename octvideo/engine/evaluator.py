@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from octvideo.data.transforms import normalise
-from octvideo.models import build_model, fuse_conv_bn
+from octvideo.models import build_model, compile_for_inference, fuse_conv_bn
 
 from . import distributed as du
 from .logger import Progress, setup_logging
@@ -69,11 +69,15 @@ def inference_model(model: nn.Module, cfg) -> nn.Module:
     A DistributedDataParallel wrapper is unwrapped first (inference needs no gradient sync).
     The copy computes the same scores up to float rounding, ~15% faster on the CPU
     (docs/benchmarks.md); ``model`` itself is left as it is (its BatchNorms, its mode).
+    With MODEL.COMPILE the result is compiled for inference (:func:`compile_for_inference`:
+    weights frozen into the graph on the CPU; the first chunk of views pays the compilation).
     """
     model = getattr(model, "module", model)
-    if not cfg.TEST.FUSE_CONV_BN:
-        return model
-    return fuse_conv_bn(model)
+    if cfg.TEST.FUSE_CONV_BN:
+        model = fuse_conv_bn(model)
+    if cfg.MODEL.COMPILE:
+        model = compile_for_inference(model)
+    return model
 
 
 @torch.no_grad()

@@ -292,7 +292,7 @@ class _OctConvNd(nn.Module):
             if low is not None:
                 low = pool2x(low)
         if stack and self.upsample_before_l2h:
-            return self._forward_upsample_before_l2h(high, low_for_l2h)
+            return self._forward_upsample_before_l2h(high, low_for_l2h, low)
         high_to_low = None
         strided_high = False  # y_high is a channel slice of a stacked output, not yet dense
         if stack and self.pool_after_h2l:
@@ -360,8 +360,8 @@ class _OctConvNd(nn.Module):
                 y_high = add_upsampled(y_high, self._path(low, "l2h"))
         return self._pack_output(y_high, y_low)
 
-    def _forward_upsample_before_l2h(self, high: torch.Tensor, low: torch.Tensor) -> OctTensor:
-        """``high`` (pooled when strided) and the low input of l2h (un-pooled when strided)."""
+    def _forward_upsample_before_l2h(self, high: torch.Tensor, low: torch.Tensor, low_for_l2l: torch.Tensor) -> OctTensor:
+        """``high`` (pooled when strided), the low input of l2h (un-pooled when strided) and of l2l (pooled)."""
         n, _, *size = high.shape
         fmt = torch.channels_last_3d if high.dim() == 5 else torch.channels_last
         both = torch.empty((n, self.in_high + self.in_low, *size), dtype=high.dtype, device=high.device,
@@ -371,9 +371,11 @@ class _OctConvNd(nn.Module):
         y_high = self._joined(both, ("h2h", "l2h"))
         if self.out_low == 0:
             return y_high
-        # pool(up(low)) is low again (each 2x2 block repeats one value), and with stride 2
-        # (low not up-sampled) it is pool(low): [pool(high), the low input of l2l] either way.
-        return y_high, self._joined(pool2x(both), ("h2l", "l2l"))
+        # pool(both) = [pool(high), pool(up(low))], and pool(up(low)) is low again (each 2x2
+        # block repeats one value; with stride 2, low is not up-sampled and it is pool(low)):
+        # [pool(high), the low input of l2l] either way, built from the narrow high input
+        # instead of pooling all of `both` (half the bytes read at alpha 0.5).
+        return y_high, self._joined(torch.cat([pool2x(high), low_for_l2l], 1), ("h2l", "l2l"))
 
     def _joined(self, x: torch.Tensor, paths: Tuple[str, str]) -> torch.Tensor:
         """The sum of two paths whose inputs are stacked on the channels of ``x``: one convolution."""
@@ -483,7 +485,7 @@ class _OctConvNd(nn.Module):
             y_high = run(both, ("h2h", "l2h"), dim=1)
             if self.out_low == 0:
                 return y_high
-            return y_high, run(spatial_pool2x(both), ("h2l", "l2l"), dim=1)
+            return y_high, run(torch.cat([spatial_pool2x(high), low], 1), ("h2l", "l2l"), dim=1)
         high_to_low = None
         stack_h2l = self.pool_after_h2l if not training else (
             self.pointwise_h2l and high.numel() >= self.pointwise_h2l_min_pixels * high.shape[1])

@@ -1,4 +1,5 @@
-"""``build_model(cfg)``: the one entry point from a config to a network."""
+"""``build_model(cfg)``: the one entry point from a config to a network; ``compile_for_inference``."""
+import torch
 import torch.nn as nn
 
 from .arch import get_arch
@@ -18,3 +19,35 @@ def build_model(cfg) -> nn.Module:
         in_channels=cfg.DATA.INPUT_CHANNEL_NUM,
     )
     return model
+
+
+class CompiledForInference(nn.Module):
+    """``torch.compile(model)`` for evaluation, with inductor's *freezing* on the CPU.
+
+    Freezing treats the weights as constants while compiling: BatchNorm is folded into the
+    convolutions, the weights are pre-packed for oneDNN, and an OctConv's concatenated path
+    weights (:meth:`OctConv3d.forward_traceable`) are concatenated once at compile time. It
+    is valid only while the weights do not change, which holds for a test run; a model that
+    trains further needs a new wrapper (``MODEL.COMPILE`` during training compiles the
+    training model without freezing, see octvideo/engine/trainer.py). Every call runs
+    without autograd (``torch.no_grad``). On CUDA it is a plain ``torch.compile``.
+    ``state_dict`` and ``module`` are those of the wrapped model.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.module = model
+        # Not registered as a submodule: the compiled wrapper shares the model's parameters.
+        self.__dict__["_compiled"] = torch.compile(model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # inductor.config.patch, not a global setting: freezing applies to this model's graphs only.
+        import torch._inductor.config as inductor_config
+
+        with torch.no_grad(), inductor_config.patch(freezing=x.device.type == "cpu"):
+            return self._compiled(x)
+
+
+def compile_for_inference(model: nn.Module) -> nn.Module:
+    """The evaluation form of ``MODEL.COMPILE``: see :class:`CompiledForInference`."""
+    return CompiledForInference(model)

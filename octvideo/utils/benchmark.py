@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from octvideo.layers import OctConv3d, reference_mode
-from octvideo.models import ResNet, fuse_conv_bn
+from octvideo.models import ResNet, compile_for_inference, fuse_conv_bn
 from octvideo.utils.flops import count_flops, flop_analysis
 
 PARTS = ("models", "layers", "memory")
@@ -293,14 +293,19 @@ def run_models(settings: Settings) -> List[ModelRow]:
             if (name, fmt) not in fused_cache:
                 model = built[name]
                 m = fuse_conv_bn(model) if isinstance(model, ResNet) else model.eval()
-                fused_cache[(name, fmt)] = torch.compile(m) if settings.compile else m
+                fused_cache[(name, fmt)] = compile_for_inference(m) if settings.compile else m
             return fused_cache[(name, fmt)]
 
         for fmt in settings.memory_formats:
             mf = _memory_format(fmt, dims)
             x = torch.randn(shape, device=device).contiguous(memory_format=mf)
             runners = {name: m.to(memory_format=mf) for name, m in built.items()}
+            infer_runners = runners
             if settings.compile:
+                # Training: torch.compile (MODEL.COMPILE in training); inference: a separate
+                # compiled copy with the weights frozen (CPU), as the test runs it (its graphs
+                # are built in the inference rounds, before any training step changes a weight).
+                infer_runners = {name: compile_for_inference(m) for name, m in runners.items()}
                 runners = {name: torch.compile(m) for name, m in runners.items()}
             for precision in settings.precisions:
                 ctx = _autocast(device, precision)
@@ -309,8 +314,7 @@ def run_models(settings: Settings) -> List[ModelRow]:
                     for name, m in runners.items():
                         if mode in ("inference", "fused"):
                             built[name].eval()
-                            if mode == "fused":
-                                m = fused_runner(name, fmt)
+                            m = fused_runner(name, fmt) if mode == "fused" else infer_runners[name]
 
                             def fn(m=m):
                                 with torch.no_grad(), ctx:
