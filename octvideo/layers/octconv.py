@@ -243,7 +243,14 @@ class _OctConvNd(nn.Module):
             # fast form's custom autograd Functions, weight caches and in-place writes through
             # views break Dynamo's graph); the compiler fuses the pools and up-sampled adds and
             # chooses what to keep for backward itself.
-            return self.h2h(high) if self.is_plain else self.forward_traceable(high, low)
+            if self.is_plain:
+                return self.h2h(high)
+            if not _static(*high.shape):
+                # Dynamic shapes (a recompile for a new input size): the reference form. Tracing
+                # the strategies with symbolic sizes stalled in Dynamo's shape reasoning
+                # (minutes for a second input size of a small model).
+                return self.forward_reference(high, low)
+            return self.forward_traceable(high, low)
         if self.is_plain:
             # The same convolution through the same dispatch as the octave paths, so a
             # vanilla model and its Oct version are timed on the same kernels.
@@ -476,26 +483,26 @@ class _OctConvNd(nn.Module):
         )
         low_for_l2h = low
         if self.downsample:
-            high = spatial_pool2x(high)
+            high = _pool2x_traceable(high)
             if low is not None:
-                low = spatial_pool2x(low)
+                low = _pool2x_traceable(low)
         size = tuple(high.shape[-2:])
         if not training and self.upsample_before_l2h:
-            both = torch.cat([high, upsample_nearest(low_for_l2h, size)], 1)
+            both = torch.cat([high, _upsample_traceable(low_for_l2h, size)], 1)
             y_high = run(both, ("h2h", "l2h"), dim=1)
             if self.out_low == 0:
                 return y_high
-            return y_high, run(torch.cat([spatial_pool2x(high), low], 1), ("h2l", "l2l"), dim=1)
+            return y_high, run(torch.cat([_pool2x_traceable(high), low], 1), ("h2l", "l2l"), dim=1)
         high_to_low = None
         stack_h2l = self.pool_after_h2l if not training else (
             self.pointwise_h2l and high.numel() >= self.pointwise_h2l_min_pixels * high.shape[1])
         if stack_h2l:
             y = run(high, ("h2h", "h2l"))
-            y_high, high_to_low = y[:, : self.out_high], spatial_pool2x(y[:, self.out_high :])
+            y_high, high_to_low = y[:, : self.out_high], _pool2x_traceable(y[:, self.out_high :])
         else:
             y_high = run(high, ("h2h",))
             if mods.get("h2l") is not None:
-                high_to_low = run(spatial_pool2x(high), ("h2l",))
+                high_to_low = run(_pool2x_traceable(high), ("h2l",))
         low_to_high = low_to_low = None
         if low is not None:
             if self.stack_low_paths:
@@ -505,7 +512,7 @@ class _OctConvNd(nn.Module):
                 low_to_high = run(low_for_l2h, ("l2h",)) if mods.get("l2h") is not None else None
                 low_to_low = run(low, ("l2l",)) if mods.get("l2l") is not None else None
         if low_to_high is not None:
-            y_high = y_high + (low_to_high if tuple(low_to_high.shape[-2:]) == size else upsample_nearest(low_to_high, size))
+            y_high = _add_upsampled_traceable(y_high, low_to_high)
         if high_to_low is None:
             y_low = low_to_low
         elif low_to_low is None:
@@ -540,6 +547,49 @@ class _OctConvNd(nn.Module):
                 raise AssertionError("unreachable: l2h exists only when out_high > 0")
             y_high = y_high + upsample_to(y, y_high.shape[-2:])
         return self._pack_output(y_high, y_low)
+
+
+def _static(*sizes) -> bool:
+    """Whether the compiler traces these sizes as constants (not as symbols: dynamic shapes).
+
+    With symbolic sizes the strided-view forms below make Dynamo's shape reasoning crawl (a
+    second compile of the same model code with another input size turned on automatic dynamic
+    shapes and took minutes); the pooling and interpolation operators are used instead.
+    """
+    return all(isinstance(v, int) for v in sizes)
+
+
+def _pool2x_traceable(x: torch.Tensor) -> torch.Tensor:
+    """:func:`spatial_pool2x` for the compiler: even sizes as the mean of the four strided sub-grids.
+
+    Inductor lowers ``avg_pool2d`` on the (N*T, C, H, W) view of channels-last memory to scalar
+    code over a channels-first copy (measured: 0.85 ms for a res2 map that a vectorised pass
+    reads in ~0.2 ms); four strided slices are one pointwise kernel in the input's layout.
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    if not _static(h, w) or h % 2 or w % 2:
+        return spatial_pool2x(x)
+    return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) * 0.25
+
+
+def _upsample_traceable(low: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Nearest up-sampling of ``low`` to ``size`` for the compiler (a broadcast view for even sizes)."""
+    H, W = size
+    if tuple(low.shape[-2:]) == (H, W):
+        return low
+    if not _static(H, W) or H % 2 or W % 2:
+        return upsample_nearest(low, (H, W))
+    *lead, h, w = low.shape
+    return low[..., :, None, :, None].expand(*lead, h, 2, w, 2).reshape(*lead, H, W)
+
+
+def _add_upsampled_traceable(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """``high + up(low)`` for the compiler (the broadcast up-sampling of :func:`_upsample_traceable`).
+
+    (Unflattening ``high`` into 2x2 blocks instead made a second compile of the same model code
+    for another input rank stall in Dynamo's shape reasoning.)
+    """
+    return high + _upsample_traceable(low, tuple(high.shape[-2:]))
 
 
 def _weight_bias(conv: nn.Module) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
