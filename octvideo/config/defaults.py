@@ -26,9 +26,13 @@ _C.MODEL.WIDTH = 64
 _C.MODEL.NUM_CLASSES = 400
 # Dropout probability before the final linear layer.
 _C.MODEL.DROPOUT_RATE = 0.5
-# Compile the model with torch.compile (PyTorch 2.x); off by default. Compiled, every OctConv
-# runs its plain four-path form (one graph; the compiler fuses the octave's pools and adds).
-# On this project's CPU measurements it was slower than eager (docs/benchmarks.md).
+# Compile the model with torch.compile (PyTorch 2.x); off by default. Training compiles the
+# training model; the multi-view test and tools/predict.py compile their (BN-folded) model with
+# inductor's weight freezing on the CPU (octvideo.models.compile_for_inference; the first chunk
+# of views pays the compilation, ~10-40 s per model on 2 cores). Compiled, every OctConv runs
+# OctConv3d.forward_traceable: the eager fast form's strategies in plain operators, one graph.
+# On this project's CPU, compiled inference was 1.2-1.45x faster than eager, compiled training
+# slower than eager (docs/benchmarks.md).
 _C.MODEL.COMPILE = False
 # Use channels_last (2D) / channels_last_3d (3D) memory format for the model and inputs.
 _C.MODEL.CHANNELS_LAST = False

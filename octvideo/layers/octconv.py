@@ -243,14 +243,7 @@ class _OctConvNd(nn.Module):
             # fast form's custom autograd Functions, weight caches and in-place writes through
             # views break Dynamo's graph); the compiler fuses the pools and up-sampled adds and
             # chooses what to keep for backward itself.
-            if self.is_plain:
-                return self.h2h(high)
-            if not _static(*high.shape):
-                # Dynamic shapes (a recompile for a new input size): the reference form. Tracing
-                # the strategies with symbolic sizes stalled in Dynamo's shape reasoning
-                # (minutes for a second input size of a small model).
-                return self.forward_reference(high, low)
-            return self.forward_traceable(high, low)
+            return self.h2h(high) if self.is_plain else self.forward_traceable(high, low)
         if self.is_plain:
             # The same convolution through the same dispatch as the octave paths, so a
             # vanilla model and its Oct version are timed on the same kernels.
@@ -549,16 +542,6 @@ class _OctConvNd(nn.Module):
         return self._pack_output(y_high, y_low)
 
 
-def _static(*sizes) -> bool:
-    """Whether the compiler traces these sizes as constants (not as symbols: dynamic shapes).
-
-    With symbolic sizes the strided-view forms below make Dynamo's shape reasoning crawl (a
-    second compile of the same model code with another input size turned on automatic dynamic
-    shapes and took minutes); the pooling and interpolation operators are used instead.
-    """
-    return all(isinstance(v, int) for v in sizes)
-
-
 def _pool2x_traceable(x: torch.Tensor) -> torch.Tensor:
     """:func:`spatial_pool2x` for the compiler: even sizes as the mean of the four strided sub-grids.
 
@@ -567,7 +550,7 @@ def _pool2x_traceable(x: torch.Tensor) -> torch.Tensor:
     reads in ~0.2 ms); four strided slices are one pointwise kernel in the input's layout.
     """
     h, w = x.shape[-2], x.shape[-1]
-    if not _static(h, w) or h % 2 or w % 2:
+    if h % 2 or w % 2:
         return spatial_pool2x(x)
     return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) * 0.25
 
@@ -577,7 +560,7 @@ def _upsample_traceable(low: torch.Tensor, size: Tuple[int, int]) -> torch.Tenso
     H, W = size
     if tuple(low.shape[-2:]) == (H, W):
         return low
-    if not _static(H, W) or H % 2 or W % 2:
+    if H % 2 or W % 2:
         return upsample_nearest(low, (H, W))
     *lead, h, w = low.shape
     return low[..., :, None, :, None].expand(*lead, h, 2, w, 2).reshape(*lead, H, W)
