@@ -453,11 +453,11 @@ class _OctConvNd(nn.Module):
 
         Paths that read one input run as one convolution with their weights concatenated
         (under inductor's freezing, inference, the concatenation is folded into a constant
-        once); the up-sampled l2h output is added through a nearest ``F.interpolate``, which
-        the compiler fuses into the add instead of writing it. Without autograd the
+        once); pools and the up-sampled l2h add are pointwise forms the compiler fuses
+        (:func:`_pool2x_traceable`, :func:`_add_upsampled_traceable`). Without autograd the
         ``upsample_before_l2h`` and ``pool_after_h2l`` strategies apply as in eager; under
-        autograd the paths that would keep a wider tensor for backward than the reference
-        run separately (``stack_low_paths`` and the ``pointwise_h2l`` gate as in eager).
+        autograd h2h and h2l stack only behind the ``pointwise_h2l`` gate, as in eager, and
+        l2h and l2l stack always (the compiler chooses what to keep for backward).
         Same numbers as :meth:`forward_reference` up to float rounding (tests).
         """
         mods = self._modules
