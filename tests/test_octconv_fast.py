@@ -380,6 +380,34 @@ def test_conv_nd_backward_equals_autograd(kernel, padding, fmt):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("levels", [1, 2])
+@pytest.mark.parametrize("hw,fmt", [((8, 8), CL3D), ((7, 9), CL3D), ((6, 5), torch.contiguous_format), ((1, 3), CL3D)])
+@pytest.mark.parametrize("kernel,padding", [((1, 1, 1), (0, 0, 0)), ((1, 3, 3), (0, 1, 1)), ((3, 1, 1), (1, 0, 0))])
+def test_conv_of_pooled_gradients_equal_autograd_of_pool_then_conv(levels, hw, fmt, kernel, padding):
+    """The h2l / strided-path convolution that keeps only its un-pooled input: float32 on the
+    oneDNN kernels, its backward (pool recomputed, convolution backward, gradient up-sampled
+    through the pools, odd borders included) gives autograd's gradients of pool-then-conv."""
+    from octvideo.layers.octconv import _ConvOfPooled
+
+    torch.manual_seed(levels + hw[1])
+    x = torch.randn(2, 8, 3, *hw).contiguous(memory_format=fmt).requires_grad_()
+    w = torch.randn(6, 8, *kernel).contiguous(memory_format=fmt if fmt is CL3D else torch.contiguous_format)
+    w.requires_grad_()
+    b = torch.randn(6, requires_grad=True)
+    pooled = x
+    for _ in range(levels):
+        pooled = spatial_pool2x(pooled)
+    y_ref = F.conv3d(pooled, w, b, 1, padding)
+    g = torch.randn_like(y_ref)
+    expected = torch.autograd.grad(y_ref, (x, w, b), g)
+    y = _ConvOfPooled.apply(x, w, b, (1, 1, 1), padding, 1, levels)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    got = torch.autograd.grad(y, (x, w, b), g)
+    for name, a, e in zip("xwb", got, expected):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4, msg=lambda m: f"grad {name}: {m}")
+    assert got[0].is_contiguous(memory_format=fmt)
+
+
 def test_channels_last_3d_survives_an_octave_block(small_cfg):
     """A channels_last_3d model keeps that layout through every octave layer (no silent copies back)."""
     model = build_model(small_cfg("i3d", 0.25, width=16)).eval().to(memory_format=torch.channels_last_3d)

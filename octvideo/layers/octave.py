@@ -4,7 +4,7 @@ Every block treats features through these helpers, so splits, pools and residual
 adds on ``(high, low)`` pairs are written once. A feature with no low-frequency part is
 a plain Tensor; helpers accept both.
 """
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -181,16 +181,24 @@ class _Pool2x(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        # Scale the small gradient, then one nearest up-sampling kernel: ~2x faster than
-        # writing through the broadcast views of _write_upsampled (measured on the res2
-        # gradient of Oct-I3D, 231 x 8 x 56 x 56: 1.04 -> 0.48 ms at 2 threads).
-        h, w = ctx.shape[-2], ctx.shape[-1]
-        out = upsample_nearest(grad * 0.25, (h, w)).contiguous(memory_format=ctx.memory_format)
-        if h % 2:
-            out[..., h - 1, :].mul_(2)
-        if w % 2:
-            out[..., w - 1].mul_(2)
-        return out
+        return pool2x_grad(grad, ctx.shape, ctx.memory_format)
+
+
+def pool2x_grad(grad: torch.Tensor, shape: Sequence[int], memory_format: torch.memory_format) -> torch.Tensor:
+    """Gradient of :func:`spatial_pool2x` w.r.t. its input of ``shape``, in ``memory_format``.
+
+    Scale the small gradient, then one nearest up-sampling kernel: ~2x faster than writing
+    through the broadcast views of _write_upsampled (measured on the res2 gradient of
+    Oct-I3D, 231 x 8 x 56 x 56: 1.04 -> 0.48 ms at 2 threads). An odd border's pixels were
+    averaged over a window of 2 (or 1), not 4: twice (four times in the corner) the share.
+    """
+    h, w = shape[-2], shape[-1]
+    out = upsample_nearest(grad * 0.25, (h, w)).contiguous(memory_format=memory_format)
+    if h % 2:
+        out[..., h - 1, :].mul_(2)
+    if w % 2:
+        out[..., w - 1].mul_(2)
+    return out
 
 
 def upsample_nearest(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .octave import OctTensor, _channels_innermost, _memory_format_of, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, pool2x, spatial_mean2x, spatial_pool2x, split_channels, upsample_nearest, write_upsampled_sum
+from .octave import OctTensor, _channels_innermost, _memory_format_of, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, pool2x, pool2x_grad, spatial_mean2x, spatial_pool2x, split_channels, upsample_nearest, write_upsampled_sum
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -593,8 +593,10 @@ class _ConvOfPooled(torch.autograd.Function):
     Used where ``x`` is kept for backward anyway (by h2h, or by the layer before), so the
     pooled copy that autograd would keep for the convolution's backward is memory spent
     twice: the h2l path, and every path of a strided layer. Backward recomputes the pooled
-    input (a pass over ``x``) together with the convolution, under the autocast state of
-    the forward.
+    input (a pass over ``x``, no convolution), calls the convolution's backward kernels on
+    it (:func:`conv_nd_backward`) and up-samples the input gradient through the pools
+    (:func:`pool2x_grad`). Under autocast it re-runs the pooled convolution under the
+    forward's autocast state and differentiates that (the casts are autocast's to make).
     """
 
     @staticmethod
@@ -614,17 +616,39 @@ class _ConvOfPooled(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight, bias = ctx.saved_tensors
         device, enabled, dtype = ctx.autocast
+        needs = ctx.needs_input_grad[:3]
+        if enabled:
+            return _ConvOfPooled._backward_autocast(ctx, x, weight, bias, grad)
+        stride, padding, groups = ctx.conv_args
+        shapes = []
+        pooled = x
+        for _ in range(ctx.levels):
+            shapes.append(pooled.shape)
+            pooled = spatial_pool2x(pooled)
+        mask = [needs[0], needs[1], bias is not None and needs[2]]
+        gx, gw, gb = conv_nd_backward(grad, pooled, weight, stride, padding, groups, mask)
+        if gx is not None:
+            fmt = _memory_format_of(x)
+            for shape in reversed(shapes):
+                gx = pool2x_grad(gx, shape, fmt)
+        return (gx if needs[0] else None, gw if needs[1] else None,
+                gb if mask[2] else None, None, None, None, None)
+
+    @staticmethod
+    def _backward_autocast(ctx, x, weight, bias, grad):
+        device, enabled, dtype = ctx.autocast
+        needs = ctx.needs_input_grad[:3]
         inputs = [t.detach().requires_grad_(need) if t is not None else None
-                  for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3])]
+                  for t, need in zip((x, weight, bias), needs)]
         with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
             pooled = inputs[0]
             for _ in range(ctx.levels):
                 pooled = pool2x(pooled)
             y = conv_nd(pooled, inputs[1], inputs[2], *ctx.conv_args)
-        wanted = [t for t, need in zip(inputs, ctx.needs_input_grad[:3]) if t is not None and need]
+        wanted = [t for t, need in zip(inputs, needs) if t is not None and need]
         grads = iter(torch.autograd.grad(y, wanted, grad))
         return tuple(next(grads) if t is not None and need else None
-                     for t, need in zip(inputs, ctx.needs_input_grad[:3])) + (None, None, None, None)
+                     for t, need in zip(inputs, needs)) + (None, None, None, None)
 
 
 _MKLDNN_BUILT: Optional[bool] = None  # torch.backends.mkldnn.is_available(): fixed by the build

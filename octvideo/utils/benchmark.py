@@ -409,6 +409,10 @@ def run_layers(settings: Settings) -> List[LayerRow]:
         plain, plain_oct, octconv = plain.to(device), plain_oct.to(device), octconv.to(device)
         for fmt in settings.memory_formats:
             mf = _memory_format(fmt, 3)
+            # Weights in the inputs' layout, as a model gets them (MODEL.CHANNELS_LAST,
+            # model.to(memory_format=...)): every implementation then reads its weights and
+            # accumulates their gradients without a layout conversion per call.
+            plain, plain_oct, octconv = (m.to(memory_format=mf) for m in (plain, plain_oct, octconv))
             x, pair = _layer_inputs(row, octconv, device, mf)
             for mode in settings.modes:
                 if mode == "fused":  # a single convolution has no BN to fold
