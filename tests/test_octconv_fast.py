@@ -497,6 +497,27 @@ def test_benchmark_targets_give_the_ratio_of_medians_and_the_per_round_spread():
     assert t["met"] is False and t["limit"] == 0.93
 
 
+def test_benchmark_layer_targets_cover_inference_and_training_steps():
+    """Each layer case is held to the issue's limits in both modes, and the report counts them."""
+    from octvideo.utils import benchmark as bm
+
+    row = bm.LayerRow("res2", "1x1x1", 0.5, 256, 64, 8, 56)
+    ms = lambda conv, naive, octc: {"Conv3d": [conv], "OctConv3d a=0": [conv], "naive 4-conv": [naive], "OctConv3d": [octc]}  # noqa: E731
+    row.times[("channels_last", "inference")] = ms(2.0, 3.0, 1.0)  # 3x faster than naive, 0.5 of Conv3d
+    row.times[("channels_last", "train")] = ms(10.0, 9.0, 12.0)  # slower than both
+    targets = [t for t in bm.check_targets([], [row]) if t.get("layer")]
+    by = {(t["layer"], t["mode"]): t for t in targets}
+    assert set(by) == {("naive", "inference"), ("conv3d", "inference"), ("naive", "train"), ("conv3d", "train")}
+    assert by["naive", "inference"]["met"] and by["conv3d", "inference"]["met"]
+    assert by["naive", "train"]["value"] == pytest.approx(12 / 9, abs=1e-3) and not by["naive", "train"]["met"]
+    assert not by["conv3d", "train"]["met"]
+    settings = bm.Settings(parts=("layers",), flops=False)
+    text = bm.report({"settings": settings, "machine": "m", "models": [], "layers": [], "targets": targets})
+    assert "faster than the naive four-conv form (inference): 1 of 1; slower than the naive form: 0." in text
+    assert "faster than the naive four-conv form (training step): 0 of 1; slower than the naive form: 1;" in text
+    assert "not slower than Conv3d (training step): 0 of 1; missed" in text
+
+
 def _load_tool():
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "benchmark.py")
     sys.path.insert(0, os.path.dirname(path))
