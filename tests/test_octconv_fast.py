@@ -408,6 +408,35 @@ def test_conv_of_pooled_gradients_equal_autograd_of_pool_then_conv(levels, hw, f
     assert got[0].is_contiguous(memory_format=fmt)
 
 
+@pytest.mark.parametrize("alphas", [(0.0, 0.5), (0.5, 0.5), (0.5, 0.0)])
+@pytest.mark.parametrize("fmt", [CL3D, torch.contiguous_format])
+def test_training_outputs_take_in_place_ops_like_the_reference(alphas, fmt):
+    """``relu_`` straight on a training-mode output (no BN between, as a user's block may do)
+    works and gives the reference's values and gradients. Autograd forbids in-place changes to
+    a view returned by a custom Function, and the pooled / frames-folded outputs are made
+    through views."""
+    alpha_in, alpha_out = alphas
+    for kernel, stride in itertools.product([1, 3], [1, 2]):
+        torch.manual_seed(kernel + stride)
+        conv = OctConv3d(16, 16, (1, kernel, kernel), (1, stride, stride), (0, kernel // 2, kernel // 2),
+                         alpha_in=alpha_in, alpha_out=alpha_out).to(memory_format=fmt)
+        x = make_input(conv, 1, 2, (8, 8), fmt, torch.float32)
+
+        def run(reference):
+            inputs = [t.clone().requires_grad_() for t in (x if isinstance(x, tuple) else (x,))]
+            conv.zero_grad(set_to_none=True)
+            with reference_mode() if reference else torch.enable_grad():
+                out = conv(tuple(inputs) if isinstance(x, tuple) else inputs[0])
+            outs = out if isinstance(out, tuple) else (out,)
+            for o in outs:
+                torch.relu_(o)
+            sum((o * torch.linspace(-1, 1, o.numel()).reshape(o.shape)).sum() for o in outs).backward()
+            return [o.detach() for o in outs] + [t.grad for t in inputs] + [p.grad for p in conv.parameters()]
+
+        for got, expected in zip(run(False), run(True)):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=lambda m: f"k={kernel} s={stride}: {m}")
+
+
 def test_channels_last_3d_survives_an_octave_block(small_cfg):
     """A channels_last_3d model keeps that layout through every octave layer (no silent copies back)."""
     model = build_model(small_cfg("i3d", 0.25, width=16)).eval().to(memory_format=torch.channels_last_3d)

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layout import _channels_innermost, _memory_format_of  # noqa: F401 (also imported from here)
+from .layout import _channels_innermost, _memory_format_of, function_output  # noqa: F401 (also imported from here)
 from .pooling import max_pool
 
 OctTensor = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
@@ -177,7 +177,7 @@ class _Pool2x(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         ctx.shape, ctx.memory_format = x.shape, _memory_format_of(x)
-        return spatial_pool2x(x)
+        return function_output(spatial_pool2x(x))
 
     @staticmethod
     def backward(ctx, grad):

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .octave import OctTensor, _channels_innermost, _memory_format_of, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, pool2x, pool2x_grad, spatial_mean2x, spatial_pool2x, split_channels, upsample_nearest, write_upsampled_sum
+from .octave import OctTensor, _channels_innermost, _memory_format_of, function_output, add_upsampled, add_upsampled_, check_octave_sizes, copy_upsampled_, pool2x, pool2x_grad, spatial_mean2x, spatial_pool2x, split_channels, upsample_nearest, write_upsampled_sum
 
 IntOrTuple = Union[int, Sequence[int]]
 
@@ -610,7 +610,7 @@ class _ConvOfPooled(torch.autograd.Function):
             x = spatial_pool2x(x)
         # No weight pre-packing here: grad mode is off inside a Function's forward, but the
         # weight changes every training step, so a pack would be rebuilt every call.
-        return conv_nd(x, weight, bias, stride, padding, groups, pack=False)
+        return function_output(conv_nd(x, weight, bias, stride, padding, groups, pack=False))
 
     @staticmethod
     def backward(ctx, grad):
@@ -777,7 +777,7 @@ class _StackedH2L(torch.autograd.Function):
         # h2h's part gets its own storage: whatever saves it later (BN) must not keep the
         # whole stacked output alive. h2l's part is only pooled (which saves nothing).
         fmt = _memory_format_of(x)
-        return y[:, : ctx.split].clone(memory_format=fmt), y[:, ctx.split :]
+        return y[:, : ctx.split].clone(memory_format=fmt), function_output(y[:, ctx.split :])
 
     @staticmethod
     def backward(ctx, grad_high, grad_low):
