@@ -615,10 +615,9 @@ class _ConvOfPooled(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight, bias = ctx.saved_tensors
-        device, enabled, dtype = ctx.autocast
-        needs = ctx.needs_input_grad[:3]
-        if enabled:
+        if ctx.autocast[1]:
             return _ConvOfPooled._backward_autocast(ctx, x, weight, bias, grad)
+        needs = ctx.needs_input_grad[:3]
         stride, padding, groups = ctx.conv_args
         shapes = []
         pooled = x
