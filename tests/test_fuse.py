@@ -96,6 +96,52 @@ def test_the_test_config_runs_a_folded_copy(small_cfg):
     assert inference_model(model, cfg) is model
 
 
+def test_the_test_runs_channels_last_by_default_with_the_scores_of_contiguous_tensors(small_cfg):
+    """MODEL.CHANNELS_LAST (default on): the multi-view test's model and its normalised views are
+    channels-last, so every convolution reads channels-last input (the oneDNN fast paths); the
+    scores are those of the contiguous run."""
+    import copy
+
+    from octvideo.config import get_cfg
+    from octvideo.engine.evaluator import inference_model, video_scores
+    from octvideo.layers import OctConv3d
+
+    assert get_cfg().MODEL.CHANNELS_LAST is True
+    cfg = small_cfg("i3d", 0.5, width=16)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    frames = torch.randint(0, 256, (2, 3, 4, 3, 32, 32), dtype=torch.uint8)
+    cpu = torch.device("cpu")
+
+    def scores(channels_last):
+        cfg.MODEL.CHANNELS_LAST = channels_last
+        runner = inference_model(copy.deepcopy(model), cfg)
+        layouts = []
+
+        def record(module, inputs):
+            x = inputs[0][0] if isinstance(inputs[0], tuple) else inputs[0]
+            layouts.append(x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous())
+
+        convs = [m for m in runner.modules() if isinstance(m, (OctConv3d, nn.Conv3d))]
+        for m in convs:
+            m.register_forward_pre_hook(record)
+        with torch.no_grad():
+            out = video_scores(runner, frames, 4, cfg, cpu)
+        weights_cl = all(m.weight.is_contiguous(memory_format=torch.channels_last_3d)
+                         for m in runner.modules() if isinstance(m, nn.Conv3d))
+        return out, layouts, weights_cl
+
+    got, layouts, weights_cl = scores(True)
+    assert layouts and all(layouts) and weights_cl
+    expected, layouts, _ = scores(False)
+    assert layouts and not any(layouts)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_model_compile_runs_the_test_on_a_compiled_frozen_model(small_cfg):
     """MODEL.COMPILE at test time: the (folded) model compiled with inductor, weights frozen on the
     CPU: the same scores as the eager folded model, the trained model's weights untouched."""

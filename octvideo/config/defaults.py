@@ -34,8 +34,14 @@ _C.MODEL.DROPOUT_RATE = 0.5
 # On this project's CPU, compiled inference was 1.2-1.45x faster than eager, compiled training
 # slower than eager (docs/benchmarks.md).
 _C.MODEL.COMPILE = False
-# Use channels_last (2D) / channels_last_3d (3D) memory format for the model and inputs.
-_C.MODEL.CHANNELS_LAST = False
+# Run the model and its inputs in channels_last (2D) / channels_last_3d (3D) memory: training,
+# validation, the multi-view test and tools/predict.py. On the CPU this is what the fast paths
+# are built for (oneDNN kernels on channels-last memory, pre-packed weights at inference): on
+# 2 cores, contiguous tensors made Oct-I3D a=0.5 inference 1.4x and its training step 1.36x
+# slower, and I3D's 1.17-1.19x (docs/benchmarks.md). The weights' layout does not change the
+# numbers, and checkpoints load into either. On CUDA its speed was not measured here
+# (`tools/benchmark.py --device cuda` times both layouts); False keeps contiguous tensors.
+_C.MODEL.CHANNELS_LAST = True
 
 # ---------------------------------------------------------------------------- #
 # Octave convolution

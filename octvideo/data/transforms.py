@@ -86,21 +86,23 @@ def spatial_crop_offsets(*, height: int, width: int, size: int, num_crops: int) 
 
 
 def normalise(
-    frames: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], out: Optional[torch.Tensor] = None
+    frames: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], out: Optional[torch.Tensor] = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """uint8 [..., T, 3, H, W] -> float32 [..., 3, T, H, W], (x / 255 - mean) / std.
 
-    Computed in place in the output layout (``out`` when given, e.g. a slice of a batch)
-    as x * (1 / (255 std)) - mean / std: a test item's 30 views are ~190 MB of floats, and
-    a uint8 -> float copy plus two in-place passes is ~4x faster than mixed-type arithmetic
-    or a chain of out-of-place operations. Runs on ``frames``' device (the evaluator
-    normalises test views on the GPU, after moving them there as uint8).
+    Computed in place in the output layout (``out`` when given, e.g. a slice of a batch, else
+    a new tensor in ``memory_format``: channels_last_3d for a batch that a channels-last
+    model reads) as x * (1 / (255 std)) - mean / std: a test item's 30 views are ~190 MB of
+    floats, and a uint8 -> float copy plus two in-place passes is ~4x faster than mixed-type
+    arithmetic or a chain of out-of-place operations. Runs on ``frames``' device (the
+    evaluator normalises test views on the GPU, after moving them there as uint8).
     """
     x = frames.transpose(-4, -3)  # (T, C) -> (C, T), a view
     std_t = torch.as_tensor(std, dtype=torch.float32, device=frames.device).view(3, 1, 1, 1)
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=frames.device).view(3, 1, 1, 1)
     if out is None:
-        out = torch.empty(x.shape, dtype=torch.float32, device=frames.device)
+        out = torch.empty(x.shape, dtype=torch.float32, device=frames.device, memory_format=memory_format)
     elif tuple(out.shape) != tuple(x.shape) or out.dtype != torch.float32:
         raise ValueError(f"normalise: out is {out.dtype} {tuple(out.shape)}, expected float32 {tuple(x.shape)}")
     out.copy_(x)

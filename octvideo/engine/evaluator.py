@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from octvideo.data.transforms import normalise
-from octvideo.models import build_model, compile_for_inference, fuse_conv_bn
+from octvideo.models import build_model, compile_for_inference, fuse_conv_bn, to_model_memory_format
 
 from . import distributed as du
 from .logger import Progress, setup_logging
@@ -43,12 +43,16 @@ def video_scores(model: nn.Module, frames: torch.Tensor, view_batch_size: int, c
     flat = frames.reshape(b * v, *frames.shape[2:])
     chunk = view_batch_size if view_batch_size > 0 else flat.shape[0]
     mean, std = tuple(cfg.DATA.MEAN), tuple(cfg.DATA.STD)
+    # The views in the layout of the model's weights (MODEL.CHANNELS_LAST): channels-last
+    # inputs keep every convolution on its pre-packed oneDNN path on the CPU.
+    fmt = torch.channels_last_3d if cfg.MODEL.CHANNELS_LAST else torch.contiguous_format
     probs = []
     start = 0
     while start < flat.shape[0]:
         x = None
         try:
-            x = normalise(flat[start:start + chunk].to(device, non_blocking=True), mean=mean, std=std)
+            x = normalise(flat[start:start + chunk].to(device, non_blocking=True), mean=mean, std=std,
+                          memory_format=fmt)
             with autocast_context(cfg, device):
                 probs.append(model(x).float().softmax(dim=1).cpu())
         except torch.OutOfMemoryError:
@@ -68,13 +72,18 @@ def inference_model(model: nn.Module, cfg) -> nn.Module:
 
     A DistributedDataParallel wrapper is unwrapped first (inference needs no gradient sync).
     The copy computes the same scores up to float rounding, ~15% faster on the CPU
-    (docs/benchmarks.md); ``model`` itself is left as it is (its BatchNorms, its mode).
+    (docs/benchmarks.md); ``model`` itself keeps its BatchNorms and its mode. With
+    MODEL.CHANNELS_LAST the result's weights are channels-last (without folding that is
+    ``model`` itself, converted in place as ``Module.to`` does; a model trained here already is).
     With MODEL.COMPILE the result is compiled for inference (:func:`compile_for_inference`:
     weights frozen into the graph on the CPU; the first chunk of views pays the compilation).
     """
     model = getattr(model, "module", model)
     if cfg.TEST.FUSE_CONV_BN:
         model = fuse_conv_bn(model)
+    # (A no-op for a model trained here, already in this layout; the folded copy's new
+    # weights are made in it too.)
+    model = to_model_memory_format(model, cfg)
     if cfg.MODEL.COMPILE:
         model = compile_for_inference(model)
     return model

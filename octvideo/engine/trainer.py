@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from octvideo.models import build_model, display_name
+from octvideo.models import build_model, display_name, to_model_memory_format
 
 from . import distributed as du
 from .logger import MetricsWriter, Progress, setup_logging
@@ -252,9 +252,7 @@ def train(cfg) -> Dict:
     except FileNotFoundError as e:
         logger.warning(f"no validation split, skipping validation: {e}")
 
-    model = build_model(cfg).to(device)
-    if cfg.MODEL.CHANNELS_LAST:
-        model = model.to(memory_format=torch.channels_last_3d if model.dims == 3 else torch.channels_last)
+    model = to_model_memory_format(build_model(cfg).to(device), cfg)
     optimizer = build_optimizer(cfg, model)
     scaler = make_scaler(cfg, device)
 
