@@ -81,8 +81,7 @@ def inference_model(model: nn.Module, cfg) -> nn.Module:
     model = getattr(model, "module", model)
     if cfg.TEST.FUSE_CONV_BN:
         model = fuse_conv_bn(model)
-    # (A no-op for a model trained here, already in this layout; the folded copy's new
-    # weights are made in it too.)
+    # (A no-op for a model trained here, which is in this layout already.)
     model = to_model_memory_format(model, cfg)
     if cfg.MODEL.COMPILE:
         model = compile_for_inference(model)
