@@ -43,7 +43,7 @@ def video_scores(model: nn.Module, frames: torch.Tensor, view_batch_size: int, c
     flat = frames.reshape(b * v, *frames.shape[2:])
     chunk = view_batch_size if view_batch_size > 0 else flat.shape[0]
     mean, std = tuple(cfg.DATA.MEAN), tuple(cfg.DATA.STD)
-    # The views in the layout of the model's weights (MODEL.CHANNELS_LAST): channels-last
+    # The (5D) views in the layout of the model's weights (MODEL.CHANNELS_LAST): channels-last
     # inputs keep every convolution on its pre-packed oneDNN path on the CPU.
     fmt = torch.channels_last_3d if cfg.MODEL.CHANNELS_LAST else torch.contiguous_format
     probs = []
