@@ -35,6 +35,14 @@ _FORCE_REFERENCE = False
 # ~5 G element-passes/s); GPUs have the same order of ratio. Only the choice between
 # exact formulations depends on it.
 _MACS_PER_PASS = 40
+# oneDNN's fp32 kernels on AVX-512 compute output channels in blocks of 16 (an h2h path of
+# 58 outputs costs 64): output channels that fill a partial block are nearly free
+# (docs/benchmarks.md, "channel blocks"). Used by the training stacking rule below.
+_CHANNEL_BLOCK = 16
+
+
+def _blocked(channels: int) -> int:
+    return -(-channels // _CHANNEL_BLOCK) * _CHANNEL_BLOCK
 
 
 class reference_mode:
@@ -159,15 +167,20 @@ class _OctConvNd(nn.Module):
         # Under autograd (training): h2l stacked with h2h (see _stacked_for_autograd) when it
         # pays, per high-resolution pixel: it saves pooling the high input forward and again
         # backward, up-sampling its gradient and adding it into h2h's (~6.5 ih passes); it
-        # adds h2l's multiply-adds at full resolution (forward + backward, 3 x 0.75 kt ih ol),
-        # copying h2h's output apart and concatenating the two gradients (~2 oh + 3 ol).
-        # Fitted to the training-step layer timings (docs/benchmarks.md): it pays for the
-        # 4w -> w layers at alpha 0.1 (6 of 231 channels), not for the w -> 4w ones.
-        stack_saving = m * 6.5 * ih - (2.25 * kt * ih * ol + m * (2 * oh + 3 * ol))
+        # adds h2l's multiply-adds at full resolution (forward + backward, 3 x 0.75 kt ih per
+        # output channel) for the output channels the stacking adds in oneDNN's blocks (at
+        # alpha 0.1, 58 + 6 channels are one block of 64, as 58 alone: nearly free), weighted
+        # 4x, and copying h2h's output apart and concatenating the two gradients (~2 oh + 3 ol).
+        # Fitted to whole Oct-I3D training steps (2026-11-29, docs/benchmarks.md): stacking
+        # pays for the 4w -> w layers at alpha 0.1, where the added channels fill a partial
+        # block, and costs 4% of an alpha 0.25 step, where they do not; not for w -> 4w layers.
+        added = _blocked(oh + ol) - _blocked(oh)
+        stack_saving = m * 6.5 * ih - (4 * 2.25 * kt * ih * added + m * (2 * oh + 3 * ol))
         self.pointwise_h2l = pointwise and self.h2l is not None and self.h2h is not None and stack_saving > 0
         # Per call it also concatenates the two weights, forward and backward (~2 passes over
         # kt ih (oh + ol) elements), which on small maps outweighs the per-pixel saving (res5
-        # 2048 -> 512 at alpha 0.1 on 4x7x7: 7.5 ms stacked against 6.6 ms for the naive form).
+        # 2048 -> 512 at alpha 0.1 on 4x7x7: 7.5 ms stacked against 6.6 ms for the naive form;
+        # res4 1024 -> 256 at alpha 0.1 stacks from 221 pixels: its 4x14x14 maps, not 4x7x7).
         # Below this many high-resolution pixels (N T H W) the paths run separately.
         self.pointwise_h2l_min_pixels = 2 * m * kt * ih * (oh + ol) / stack_saving if stack_saving > 0 else math.inf
         self.pool_after_h2l = (
