@@ -455,6 +455,38 @@ def test_channels_last_3d_survives_an_octave_block(small_cfg):
     assert seen and all(ok for _, ok in seen), [s for s in seen if not s[1]]
 
 
+@pytest.mark.parametrize("arch,alpha", [("i3d", 0.1), ("resnet", 0.5)])
+def test_models_train_on_the_meta_device_like_on_the_cpu(small_cfg, arch, alpha, monkeypatch):
+    """Deferred initialisation / shape inference: a model on the meta device (which autocast
+    does not know) runs the fast training forward, its custom autograd Functions included,
+    and gives the CPU model's output shape and a gradient for every parameter."""
+    import octvideo.layers.octconv as octconv
+
+    calls = {"_ConvOfPooled": 0, "_StackedH2L": 0}
+    for name in calls:
+        fn = getattr(octconv, name)
+
+        def counted(*args, _apply=fn.apply, _name=name):
+            calls[_name] += 1
+            return _apply(*args)
+
+        monkeypatch.setattr(fn, "apply", counted)
+    cfg = small_cfg(arch, alpha, width=16)
+    shape = (2, 3, 4, 64, 64) if arch != "resnet" else (2, 3, 64, 64)
+    cpu_model = build_model(cfg).eval()
+    with torch.no_grad():
+        expected = cpu_model(torch.randn(shape)).shape
+    model = build_model(cfg).to("meta").train()
+    y = model(torch.empty(shape, device="meta"))
+    y.sum().backward()
+    assert y.shape == expected and y.device.type == "meta"
+    assert calls["_ConvOfPooled"] > 0 and calls["_StackedH2L"] > 0, calls
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape and p.grad.device.type == "meta", name
+    with torch.no_grad():
+        assert model.eval()(torch.empty(shape, device="meta")).shape == expected
+
+
 # ---------------------------------------------------------------------------- benchmark tool
 def test_saved_tensor_bytes_counts_each_storage_once():
     from octvideo.utils.benchmark import saved_tensor_bytes

@@ -13,6 +13,7 @@ so the state_dict keys are ``<name>.h2h.weight`` ... each shaped like a plain Co
 weight, and only the paths that exist are present. This layout is the public,
 stable format of octvideo checkpoints; faster forward implementations must keep it.
 """
+import contextlib
 import math
 import weakref
 from typing import Optional, Sequence, Tuple, Union
@@ -600,6 +601,16 @@ def _weight_bias(conv: nn.Module) -> Tuple[torch.Tensor, Optional[torch.Tensor]]
     return conv.weight, conv.bias
 
 
+def _autocast_state(device: str) -> Tuple[bool, Optional[torch.dtype]]:
+    """(enabled, dtype) of autocast on a device type; (False, None) on one autocast does not
+    know (``meta``: a model built on it for deferred initialisation or shape inference runs
+    the same fast forward, training included)."""
+    try:
+        return torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+    except RuntimeError:
+        return False, None
+
+
 class _ConvOfPooled(torch.autograd.Function):
     """``conv_nd(pool2x(x), weight, bias)`` (pooled ``levels`` times) keeping only ``x`` for backward.
 
@@ -617,7 +628,7 @@ class _ConvOfPooled(torch.autograd.Function):
         device = x.device.type
         ctx.conv_args = (stride, padding, groups)
         ctx.levels = levels
-        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        ctx.autocast = (device, *_autocast_state(device))
         ctx.save_for_backward(x, weight, bias)
         for _ in range(levels):
             x = spatial_pool2x(x)
@@ -775,7 +786,8 @@ class _StackedH2L(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w_high, b_high, w_low, b_low, stride, padding):
         device = x.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        autocast, autocast_dtype = _autocast_state(device)
+        dtype = autocast_dtype if autocast else x.dtype
         ctx.conv_args = (stride, padding)
         ctx.split = w_high.shape[0]
         ctx.has_bias = b_high is not None
@@ -784,7 +796,7 @@ class _StackedH2L(torch.autograd.Function):
         ctx.save_for_backward(xc, w_high, w_low)
         weight = torch.cat([w_high, w_low], 0).to(dtype)
         bias = None if b_high is None else torch.cat([b_high, b_low], 0).to(dtype)
-        with torch.autocast(device, enabled=False):
+        with torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext():
             y = conv_nd(xc, weight, bias, stride, padding, 1, pack=False)
         # h2h's part gets its own storage: whatever saves it later (BN) must not keep the
         # whole stacked output alive. h2l's part is only pooled (which saves nothing).
