@@ -151,6 +151,39 @@ def test_training_stacks_h2h_and_h2l_only_where_the_map_outweighs_the_weights(mo
     assert 4 * 7 * 7 < conv.pointwise_h2l_min_pixels <= 4 * 14 * 14
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("alpha_out", [0.5, 0.0])
+def test_strided_inference_is_two_convolutions_over_stacked_inputs(kernel, alpha_out, monkeypatch):
+    """A spatial-stride-2 octave layer in inference: h2h + l2h as one convolution over
+    [pool(high), low] and h2l + l2l as one over its pooled copy, for every kernel (nothing is
+    up-sampled, so no kernel restriction): the reference's numbers in 2 (1 without a low
+    output) convolution calls instead of 4 (2)."""
+    import octvideo.layers.octconv as octconv
+
+    padding = tuple(k // 2 for k in kernel)
+    conv = OctConv3d(12, 16, kernel, (1, 2, 2), padding, alpha_in=0.5, alpha_out=alpha_out, bias=True).double()
+    assert conv.join_strided
+    for hw, fmt in itertools.product([(8, 6), (7, 5), (1, 3)], [torch.contiguous_format, CL3D]):
+        x = make_input(conv, 2, 3, hw, fmt)
+        calls = []
+        real = octconv.conv_nd
+        monkeypatch.setattr(octconv, "conv_nd", lambda inp, w, *a, **k: calls.append(tuple(w.shape)) or real(inp, w, *a, **k))
+        with torch.no_grad():
+            got = conv(x)
+        monkeypatch.setattr(octconv, "conv_nd", real)
+        assert [w[:2] for w in calls] == [(conv.out_high, 12)] + ([(conv.out_low, 12)] if conv.out_low else [])
+        with reference_mode():
+            ref = conv(x)
+        for a, b in zip(got if alpha_out else [got], ref if alpha_out else [ref]):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+        assert_fast_matches_reference(conv, x)  # training and traceable forms too
+    # Not with groups (stacked input channels would land in other groups), nor depthwise.
+    assert not OctConv3d(16, 16, 1, (1, 2, 2), alpha_in=0.5, alpha_out=0.5, groups=2).join_strided
+    assert not OctConv3d(8, 8, (1, 3, 3), (1, 2, 2), (0, 1, 1), alpha_in=0.5, alpha_out=0.5, groups=8).join_strided
+    assert not OctConv3d(16, 16, 1, 1, alpha_in=0.5, alpha_out=0.5).join_strided  # stride 1: l2h needs up-sampling
+
+
 @pytest.mark.parametrize("upsample_before_l2h", [False, True])
 def test_inference_never_uses_stale_merged_weights(upsample_before_l2h):
     """Stacked / joined weights are cached between inference calls; any change of a weight or a

@@ -165,6 +165,11 @@ class _OctConvNd(nn.Module):
             # adds l2h at full resolution and writing / pooling [high, up(low)]
             and m * 2.25 * oh > 0.75 * kt * il * oh + m * (2 * ih + 2.5 * il)
         )
+        # Spatial stride 2: h2h and l2h both read maps at the output's resolution (the pooled
+        # high input, the un-pooled low one) and h2l, l2l the same maps pooled once more, so
+        # the layer is two convolutions over stacked inputs, [pool(high), low] and its pooled
+        # copy, for any kernel: no up-sampling, no adds (_forward_upsample_before_l2h).
+        self.join_strided = self.downsample and groups == 1 and self.h2h is not None and self.l2h is not None
         # Under autograd (training): h2l stacked with h2h (see _stacked_for_autograd) when it
         # pays, per high-resolution pixel: it saves pooling the high input forward and again
         # backward, up-sampling its gradient and adding it into h2h's (~6.5 ih passes); it
@@ -289,7 +294,10 @@ class _OctConvNd(nn.Module):
           channels are pooled, instead of pooling the wide high input;
         - ``upsample_before_l2h`` (kernels 1x1 in space): for a wide high output, up-sample
           the narrow low *input* instead, and run h2h and l2h as one convolution over
-          ``[high, up(low)]`` (and h2l, l2l as one over its pooled copy ``[pool(high), low]``).
+          ``[high, up(low)]`` (and h2l, l2l as one over its pooled copy ``[pool(high), low]``);
+        - ``join_strided`` (spatial stride 2, any kernel): the same two convolutions, over
+          ``[pool(high), low]`` (h2h + l2h: both maps already have the output's size, nothing
+          is up-sampled) and its pooled copy (h2l + l2l); no adds.
         Stacked weights are new tensors that autograd would keep for backward, and a
         stacked output keeps all its channels alive while any is saved; so under autograd
         the paths run separately, and training memory is that of the reference.
@@ -305,7 +313,7 @@ class _OctConvNd(nn.Module):
             high = pool2x(high)
             if low is not None:
                 low = pool2x(low)
-        if stack and self.upsample_before_l2h:
+        if stack and (self.upsample_before_l2h or self.join_strided):
             return self._forward_upsample_before_l2h(high, low_for_l2h, low)
         high_to_low = None
         strided_high = False  # y_high is a channel slice of a stacked output, not yet dense
@@ -469,7 +477,7 @@ class _OctConvNd(nn.Module):
         (under inductor's freezing, inference, the concatenation is folded into a constant
         once); pools and the up-sampled l2h add are pointwise forms the compiler fuses
         (:func:`_pool2x_traceable`, :func:`_add_upsampled_traceable`). Without autograd the
-        ``upsample_before_l2h`` and ``pool_after_h2l`` strategies apply as in eager; under
+        ``upsample_before_l2h``, ``join_strided`` and ``pool_after_h2l`` strategies apply as in eager; under
         autograd h2h and h2l stack only behind the ``pointwise_h2l`` gate, as in eager, and
         l2h and l2l stack always (the compiler chooses what to keep for backward).
         Same numbers as :meth:`forward_reference` up to float rounding (tests).
@@ -494,7 +502,7 @@ class _OctConvNd(nn.Module):
             if low is not None:
                 low = _pool2x_traceable(low)
         size = tuple(high.shape[-2:])
-        if not training and self.upsample_before_l2h:
+        if not training and (self.upsample_before_l2h or self.join_strided):
             both = torch.cat([high, _upsample_traceable(low_for_l2h, size)], 1)
             y_high = run(both, ("h2h", "l2h"), dim=1)
             if self.out_low == 0:
