@@ -726,22 +726,23 @@ def conv_nd(
     """
     stride, padding = tuple(stride), tuple(padding)
     if _use_onednn(x, weight):
+        if pack and _packable(x, weight, bias):
+            # Inference: the pre-packed weight, on the input as it is. (A 1-frame kernel on
+            # frames folded into the batch, below, runs the same oneDNN kernel: measured
+            # per shape, the 3D call took 0.91-0.99 of the folded one's time, and the
+            # folding's four views cost ~14 us a call at batch 1.)
+            return _packed_conv(x, weight, bias, padding, stride, groups)
         if _fold_frames(x, weight, stride, padding):
-            # A kernel of 1 frame on channels_last_3d memory: frames folded into the batch,
-            # (N*T, C, H, W), is a view. The forward is the same oneDNN kernel, but the
-            # backward, which PyTorch dispatches by its own size rule again (oneDNN for
-            # batch > 1 or more than 20480 rows N*C*T*H, else slow_conv3d), then stays on
-            # oneDNN: 2-5x faster for the 1x3x3 kernels of res3-res5 and small maps. (For
-            # 1x1 kernels on larger maps the 3D call is as fast or faster: res5 1x1.)
+            # A kernel of 1 frame on channels_last_3d memory under autograd: frames folded
+            # into the batch, (N*T, C, H, W), is a view. The forward is the same oneDNN
+            # kernel, but the backward, which PyTorch dispatches by its own size rule again
+            # (oneDNN for batch > 1 or more than 20480 rows N*C*T*H, else slow_conv3d), then
+            # stays on oneDNN: 2-5x faster for the 1x3x3 kernels of res3-res5 and small
+            # maps. (For 1x1 kernels on larger maps the 3D call is as fast or faster: res5 1x1.)
             n, t = x.shape[0], x.shape[2]
             x2 = x.transpose(1, 2).flatten(0, 1)
-            if pack and _packable(x2, weight, bias):
-                y = _packed_conv(x2, weight, bias, padding[1:], stride[1:], groups, squeeze_frames=True)
-            else:
-                y = torch.mkldnn_convolution(x2, weight.squeeze(2), bias, padding[1:], stride[1:], (1, 1), groups)
+            y = torch.mkldnn_convolution(x2, weight.squeeze(2), bias, padding[1:], stride[1:], (1, 1), groups)
             return y.view((n, t) + y.shape[1:]).transpose(1, 2)
-        if pack and _packable(x, weight, bias):
-            return _packed_conv(x, weight, bias, padding, stride, groups)
         return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1,) * len(stride), groups)
     conv = F.conv3d if x.dim() == 5 else F.conv2d
     return conv(x, weight, bias, stride, padding, 1, groups)
@@ -876,8 +877,8 @@ def _packable(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     return x.is_contiguous(memory_format=fmt) and not weight.is_inference() and _packing_ok()
 
 
-def _packed_conv(x, weight, bias, padding, stride, groups, squeeze_frames=False) -> torch.Tensor:
-    key = (x.shape, padding, stride, groups, squeeze_frames, weight.data_ptr(), weight._version)
+def _packed_conv(x, weight, bias, padding, stride, groups) -> torch.Tensor:
+    key = (x.shape, padding, stride, groups, weight.data_ptr(), weight._version)
     entry = _packed_cache.get(id(weight))
     if entry is not None and entry[0]() is weight:
         hit = entry[1].get(key)
@@ -889,13 +890,12 @@ def _packed_conv(x, weight, bias, padding, stride, groups, squeeze_frames=False)
         weakref.finalize(weight, _packed_cache.pop, id(weight), None)
     packs = entry[1]
     # Drop packs of older versions of this weight, and the oldest shapes beyond the limit.
-    for k in [k for k in packs if k[5:] != key[5:]]:
+    for k in [k for k in packs if k[4:] != key[4:]]:
         del packs[k]
     while len(packs) >= _PACKED_PER_WEIGHT:
         del packs[next(iter(packs))]
     args = (list(padding), list(stride), [1] * len(stride))
-    w = weight.squeeze(2) if squeeze_frames else weight
-    packed = torch.ops.mkldnn._reorder_convolution_weight(w, *args, groups, list(x.shape))
+    packed = torch.ops.mkldnn._reorder_convolution_weight(weight, *args, groups, list(x.shape))
     # The pack holds the weight's storage: while it exists no other storage can take
     # that address, so a key (address, version) never matches different data.
     packs[key] = (packed, weight.untyped_storage(), args)
