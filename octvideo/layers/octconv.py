@@ -168,7 +168,7 @@ class _OctConvNd(nn.Module):
         # Spatial stride 2: h2h and l2h both read maps at the output's resolution (the pooled
         # high input, the un-pooled low one) and h2l, l2l the same maps pooled once more, so
         # the layer is two convolutions over stacked inputs, [pool(high), low] and its pooled
-        # copy, for any kernel: no up-sampling, no adds (_forward_upsample_before_l2h).
+        # copy, for any kernel: no up-sampling, no adds (_forward_joined).
         self.join_strided = self.downsample and groups == 1 and self.h2h is not None and self.l2h is not None
         # Under autograd (training): h2l stacked with h2h (see _stacked_for_autograd) when it
         # pays, per high-resolution pixel: it saves pooling the high input forward and again
@@ -314,7 +314,7 @@ class _OctConvNd(nn.Module):
             if low is not None:
                 low = pool2x(low)
         if stack and (self.upsample_before_l2h or self.join_strided):
-            return self._forward_upsample_before_l2h(high, low_for_l2h, low)
+            return self._forward_joined(high, low_for_l2h, low)
         high_to_low = None
         strided_high = False  # y_high is a channel slice of a stacked output, not yet dense
         if stack and self.pool_after_h2l:
@@ -382,8 +382,12 @@ class _OctConvNd(nn.Module):
                 y_high = add_upsampled(y_high, self._path(low, "l2h"))
         return self._pack_output(y_high, y_low)
 
-    def _forward_upsample_before_l2h(self, high: torch.Tensor, low: torch.Tensor, low_for_l2l: torch.Tensor) -> OctTensor:
-        """``high`` (pooled when strided), the low input of l2h (un-pooled when strided) and of l2l (pooled)."""
+    def _forward_joined(self, high: torch.Tensor, low: torch.Tensor, low_for_l2l: torch.Tensor) -> OctTensor:
+        """Two convolutions over stacked inputs: h2h + l2h over ``[high, up(low)]``, h2l + l2l over its pool.
+
+        ``high`` (pooled when strided), the low input of l2h (un-pooled when strided: it then
+        has the output's size and is not up-sampled, ``join_strided``) and of l2l (pooled).
+        """
         n, _, *size = high.shape
         fmt = torch.channels_last_3d if high.dim() == 5 else torch.channels_last
         both = torch.empty((n, self.in_high + self.in_low, *size), dtype=high.dtype, device=high.device,
