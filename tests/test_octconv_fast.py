@@ -558,6 +558,25 @@ def test_benchmark_memory_part_shows_the_octave_saving():
     assert "| Oct-ResNet-50 a=0.5 |" in text
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CI has none)")
+def test_benchmark_cuda_peak_of_a_step_ignores_the_other_resident_models():
+    from octvideo.utils import benchmark as bm
+
+    device = torch.device("cuda")
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 8, 3, padding=1)).to(device)
+    x = torch.randn(2, 3, 64, 64, device=device)
+    step = lambda: model(x).sum().backward()  # noqa: E731
+    alone = bm.cuda_step_peak_bytes(step, model, [model], device)
+    # A second model with 64 MiB of weights and gradients left over from its own step.
+    other = nn.Linear(4096, 4096).to(device)
+    other(torch.randn(1, 4096, device=device)).sum().backward()
+    beside = bm.cuda_step_peak_bytes(step, model, [model, other], device)
+    activations = 2 * 64 * 64 * 64 * 4  # the first convolution's output, kept for backward
+    assert alone > activations
+    assert abs(beside - alone) < 2**20, (alone, beside)
+    assert all(p.grad is None for p in other.parameters())
+
+
 def test_benchmark_batch_scales_the_calls_and_drops_the_batch_1_targets():
     from octvideo.utils import benchmark as bm
 

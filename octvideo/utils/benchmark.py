@@ -10,7 +10,9 @@ Method (what makes two numbers comparable on a busy machine):
 - training memory is the bytes of the tensors autograd saves for backward during one
   training-mode forward, counted with ``torch.autograd.graph.saved_tensors_hooks`` and
   deduplicated by storage (parameters excluded: they exist whether or not one trains):
-  deterministic, unlike the peak RSS; on CUDA the peak allocated memory of a step is added;
+  deterministic, unlike the peak RSS; on CUDA the peak allocated memory of a training step
+  is added (the model's weights, activations, gradients and temporaries, without the other
+  models of the group: :func:`cuda_step_peak_bytes`);
 - the fvcore FLOPs ratio (``octvideo.utils.flops``, reference four-path OctConv) is put
   beside every time ratio.
 """
@@ -21,7 +23,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -83,7 +85,8 @@ class Settings:
     groups: Sequence[str] = MODEL_GROUPS
     # "inference" (no grad), "fused" (no grad, eval copy with BN folded into the convs:
     # TEST.FUSE_CONV_BN, what tools/test_net.py runs; pytorchvideo's model unchanged),
-    # "train" (forward + backward + SGD step).
+    # "train" (a training step: zero the gradients, forward, loss, backward; no optimizer
+    # update, whose per-parameter arithmetic is about the same for vanilla and Oct models).
     modes: Sequence[str] = MODES
     # "channels_last" (channels_last_3d for video) or "contiguous".
     memory_formats: Sequence[str] = ("channels_last",)
@@ -171,6 +174,29 @@ def saved_tensor_bytes(fn: Callable[[], object], exclude: Sequence[torch.Tensor]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
     return sum(seen.values()), out
+
+
+def cuda_step_peak_bytes(step: Callable[[], object], model: nn.Module, resident: Iterable[nn.Module],
+                         device: torch.device) -> int:
+    """Peak CUDA memory of one training ``step`` of ``model``, as if it were alone on the device.
+
+    Every model of the group stays on the device between rounds, so the raw
+    ``max_memory_allocated`` would also count the others' weights and the gradients left
+    by their last steps. Here every model's gradients are freed first, and the peak is the
+    most the step allocated above what was resident before it, plus ``model``'s own
+    parameters: its weights, activations, gradients and temporaries.
+    """
+    for m in resident:
+        m.zero_grad(set_to_none=True)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    model.zero_grad(set_to_none=True)
+    params = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
+    return peak + sum(params.values())
 
 
 # ---------------------------------------------------------------------------- building
@@ -334,11 +360,8 @@ def run_models(settings: Settings) -> List[ModelRow]:
                         by_name[name].times[(fmt, precision, mode)] = t
                     if device.type == "cuda" and mode == "train":
                         for name, fn in fns.items():
-                            torch.cuda.synchronize(device)
-                            torch.cuda.reset_peak_memory_stats(device)
-                            fn()
-                            torch.cuda.synchronize(device)
-                            by_name[name].cuda_peak_bytes[(fmt, precision)] = torch.cuda.max_memory_allocated(device)
+                            by_name[name].cuda_peak_bytes[(fmt, precision)] = cuda_step_peak_bytes(
+                                fn, built[name], built.values(), device)
             for m in built.values():
                 m.zero_grad(set_to_none=True)
         del built
