@@ -567,7 +567,7 @@ def test_benchmark_cuda_peak_of_a_step_ignores_the_other_resident_models():
     x = torch.randn(2, 3, 64, 64, device=device)
     step = lambda: model(x).sum().backward()  # noqa: E731
     alone = bm.cuda_step_peak_bytes(step, model, [model], device)
-    # A second model with 64 MiB of weights and gradients left over from its own step.
+    # A second model: 64 MiB of weights, and 64 MiB of gradients left over from its own step.
     other = nn.Linear(4096, 4096).to(device)
     other(torch.randn(1, 4096, device=device)).sum().backward()
     beside = bm.cuda_step_peak_bytes(step, model, [model, other], device)
