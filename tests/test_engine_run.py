@@ -228,7 +228,8 @@ def test_torchrun_two_gloo_processes_end_to_end(dataset, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            os.path.join(ROOT, "tools", "train_net.py"), "--cfg", DEMO_CFG] + run_opts(
                dataset, out, **{"SOLVER.MAX_EPOCH": 1, "TEST.NUM_ENSEMBLE_VIEWS": 1, "TEST.NUM_SPATIAL_CROPS": 1})
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # TMPDIR: torchrun leaves a torchelastic_* folder behind; keep it in the test's own directory.
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "x2 process(es)" in done.stdout
