@@ -57,7 +57,7 @@ def main(argv=None):
                         help="clips (images) per model call, every mode (default 1; the targets are defined at 1 and "
                              "are not evaluated otherwise; single layers always run at batch 1)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (MODEL.COMPILE)")
-    parser.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP counts (faster)")
+    parser.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP counts (faster), except I3D and Oct-I3D a=0.5: the a=0.5 target's limit is their FLOPs ratio + 0.05")
     parser.add_argument("--markdown", action="store_true", help="markdown tables, ready for docs/benchmarks.md")
     parser.add_argument("--json", action="store_true", help="print every measurement as JSON")
     parser.add_argument("--json-out", metavar="FILE", help="also write every measurement as JSON to FILE")
