@@ -33,8 +33,10 @@ def test_max_pool_equals_pytorch_relu_then_pool(shape, kernel, stride, padding, 
     ref.backward(g)
     torch.testing.assert_close(x.grad, ref_x.grad, rtol=0, atol=0)
     assert x.grad.is_contiguous(memory_format=fmt)
-    with torch.no_grad():  # the inference form gives the same numbers
-        assert torch.equal(max_pool(x, kernel, stride, padding, ceil_mode=True, relu=relu), ref)
+    with torch.no_grad():  # the inference form gives the same numbers, in the input's layout
+        y_eval = max_pool(x, kernel, stride, padding, ceil_mode=True, relu=relu)
+        assert torch.equal(y_eval, ref)
+        assert y_eval.is_contiguous(memory_format=fmt)
 
 
 def test_stem_pool_keeps_only_int32_indices_and_its_output():
