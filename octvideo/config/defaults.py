@@ -39,8 +39,9 @@ _C.MODEL.COMPILE = False
 # are built for (oneDNN kernels on channels-last memory, pre-packed weights at inference): on
 # 2 cores, contiguous tensors made Oct-I3D a=0.5 inference 1.4x and its training step 1.36x
 # slower, and I3D's 1.17-1.19x (docs/benchmarks.md). The weights' layout does not change the
-# numbers, and checkpoints load into either. On CUDA its speed was not measured here
-# (`tools/benchmark.py --device cuda` times both layouts); False keeps contiguous tensors.
+# numbers, and checkpoints load into either. On an H200 neither layout was consistently faster at
+# batch 1-8: the models are host-bound there (docs/benchmarks.md, CUDA; `tools/benchmark.py
+# --device cuda` times both layouts). False keeps contiguous tensors.
 _C.MODEL.CHANNELS_LAST = True
 
 # ---------------------------------------------------------------------------- #

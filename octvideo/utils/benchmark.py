@@ -14,7 +14,11 @@ Method (what makes two numbers comparable on a busy machine):
   is added (the model's weights, activations, gradients and temporaries, without the other
   models of the group: :func:`cuda_step_peak_bytes`);
 - the fvcore FLOPs ratio (``octvideo.utils.flops``, reference four-path OctConv) is put
-  beside every time ratio.
+  beside every time ratio;
+- the opt-in ``overhead`` part says whether a call is bound by the host (Python and per-operator
+  dispatch) or by its kernels: the eager time beside, on CUDA, the replay of a CUDA graph of the
+  same call (the kernels alone), and the host events, device kernels and kernel time of one
+  profiled call (:func:`run_overhead`).
 """
 import logging
 import math
@@ -22,7 +26,7 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -33,7 +37,9 @@ from octvideo.layers import OctConv3d, reference_mode
 from octvideo.models import ResNet, compile_for_inference, fuse_conv_bn
 from octvideo.utils.flops import count_flops, flop_analysis
 
-PARTS = ("models", "layers", "memory")
+PARTS = ("models", "layers", "memory", "overhead")
+# What a run measures unless --only says otherwise; "overhead" (a profiled call per model) is opt-in.
+DEFAULT_PARTS = ("models", "layers", "memory")
 
 # (group, display name, MODEL.ARCH or "pytorchvideo", OCT.ALPHA); the first row of a group
 # is the vanilla baseline every ratio of the group is taken against.
@@ -83,7 +89,7 @@ class Settings:
     threads: Optional[int] = None
     repeats: int = 7
     warmup: int = 2
-    parts: Sequence[str] = PARTS
+    parts: Sequence[str] = DEFAULT_PARTS
     groups: Sequence[str] = MODEL_GROUPS
     # "inference" (no grad), "fused" (no grad, eval copy with BN folded into the convs:
     # TEST.FUSE_CONV_BN, what tools/test_net.py runs; pytorchvideo's model unchanged),
@@ -210,11 +216,12 @@ def _memory_format(name: str, dims: int) -> torch.memory_format:
     raise ValueError(f"memory format must be 'contiguous' or 'channels_last'; got {name!r}")
 
 
-def _autocast(device: torch.device, precision: str):
+def _autocast(device: torch.device, precision: str, cache_enabled: bool = True):
+    """``cache_enabled=False`` for a CUDA graph capture (autocast's weight-cast cache must not outlive it)."""
     if precision == "fp32":
         return nullcontext()
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
     raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
 
 
@@ -476,6 +483,138 @@ def run_layers(settings: Settings) -> List[LayerRow]:
     return rows
 
 
+
+# ---------------------------------------------------------------------------- overhead
+@dataclass
+class OverheadRow:
+    group: str
+    name: str
+    mode: str  # "inference" or "train"
+    precision: str
+    eager_ms: float
+    # Median replay of a CUDA graph captured from the same call (CUDA, inference): no Python,
+    # no per-operator dispatch or launch, the kernels alone.
+    graph_ms: Optional[float] = None
+    graph_error: str = ""
+    # One profiled call (torch.profiler): host-side events (operators, their children and the
+    # CUDA runtime calls), device kernels and their summed device time (CUDA only).
+    host_events: int = 0
+    kernels: Optional[int] = None
+    kernel_ms: Optional[float] = None
+
+
+def profile_call(fn: Callable[[], object], device: torch.device) -> Tuple[int, Optional[int], Optional[float]]:
+    """(host events, device kernels, summed kernel milliseconds) of one call of ``fn`` (after one warm call)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()
+    _sync(device)
+    with profile(activities=activities) as prof:
+        fn()
+        _sync(device)
+    host, kernels, kernel_us = 0, 0, 0.0
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            kernels += 1
+            # device_time_total in current PyTorch; cuda_time_total in older releases
+            kernel_us += getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0) or 0
+        elif e.device_type == torch.autograd.DeviceType.CPU:
+            host += 1
+    if device.type != "cuda":
+        return host, None, None
+    return host, kernels, kernel_us / 1e3
+
+
+def capture_cuda_graph(model: nn.Module, x: torch.Tensor, precision: str, device: torch.device) -> "torch.cuda.CUDAGraph":
+    """A CUDA graph of one no-grad call of ``model`` on ``x`` (warmed up on a side stream first)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            with torch.no_grad(), _autocast(device, precision, cache_enabled=False):
+                model(x)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), _autocast(device, precision, cache_enabled=False), torch.cuda.graph(graph):
+        model(x)
+    return graph
+
+
+def run_overhead(settings: Settings) -> List[OverheadRow]:
+    """Host-bound or kernel-bound (``overhead`` part): per model of the selected groups, on the
+    first memory format, per precision and mode (inference, train): the eager median; on CUDA,
+    for inference, the median replay of a CUDA graph of the same call; and the host events,
+    device kernels and kernel time of one profiled call. An eager time well above the graph
+    replay (or the kernel time) is host overhead, which CUDA graphs or ``torch.compile`` remove
+    and a faster kernel does not."""
+    device = torch.device(settings.device)
+    fmt = settings.memory_formats[0]
+    modes = [m for m in settings.modes if m in ("inference", "train")]
+    rows: List[OverheadRow] = []
+    for group in settings.groups:
+        dims = 2 if group == "ResNet-50" else 3
+        mf = _memory_format(fmt, dims)
+        built: Dict[str, nn.Module] = {}
+        for _, name, arch, alpha in (r for r in MODEL_ROWS if r[0] == group):
+            if arch == "pytorchvideo" and (settings.frames, settings.size) != (8, 224):
+                continue  # fixed-size head, as in the models part
+            _say(settings, f"[overhead] building {name}")
+            built[name] = build_benchmark_model(arch, alpha).to(device).to(memory_format=mf)
+        shape = model_input_shape("resnet" if dims == 2 else "i3d", settings.frames, settings.size, settings.batch)
+        x = torch.randn(shape, device=device).contiguous(memory_format=mf)
+        target = torch.zeros(settings.batch, dtype=torch.long, device=device)
+        for precision in settings.precisions:
+            for mode in modes:
+                fns: Dict[str, Callable[[], None]] = {}
+                for name, m in built.items():
+                    m.train(mode == "train")
+                    if mode == "train":
+                        fns[name] = lambda m=m: _train_step(m, x, target, _autocast(device, precision))
+                    else:
+                        def infer(m=m):
+                            with torch.no_grad(), _autocast(device, precision):
+                                m(x)
+                        fns[name] = infer
+                label = f"[overhead] {group} {mode} {fmt} {precision}"
+                times = interleaved_times(fns, settings.repeats, settings.warmup, device, settings.progress, label)
+                graph_times: Dict[str, List[float]] = {}
+                graph_error = ""
+                if device.type == "cuda" and mode == "inference":
+                    try:
+                        graphs = {name: capture_cuda_graph(m, x, precision, device) for name, m in built.items()}
+                        graph_times = interleaved_times({n: g.replay for n, g in graphs.items()}, settings.repeats,
+                                                        settings.warmup, device, settings.progress, label + " CUDA graph")
+                        del graphs
+                    except RuntimeError as e:  # an operator that cannot be captured: say so, keep the rest
+                        graph_error = str(e).splitlines()[0][:200]
+                for name, fn in fns.items():
+                    host, kernels, kernel_ms = profile_call(fn, device)
+                    rows.append(OverheadRow(group, name, mode, precision, median_ms(times[name]),
+                                            median_ms(graph_times[name]) if name in graph_times else None,
+                                            graph_error, host, kernels, kernel_ms))
+                    _say(settings, f"{label}: {name}: {host} host events" + (
+                        f", {kernels} kernels, {kernel_ms:.2f} ms of kernels" if kernels is not None else ""))
+                for m in built.values():
+                    m.zero_grad(set_to_none=True)
+        del built
+    return rows
+
+
+def overhead_table(rows: List[OverheadRow]) -> Tuple[List[str], List[List[str]]]:
+    """Ratios against the first model of the same group, mode and precision."""
+    header = ["model", "mode", "precision", "eager ms", "eager ratio", "CUDA graph ms", "graph ratio",
+              "host events", "device kernels", "kernel ms", "kernel ratio"]
+    base: Dict[Tuple[str, str, str], OverheadRow] = {}
+    table = []
+    for r in rows:
+        b = base.setdefault((r.group, r.mode, r.precision), r)
+        table.append([r.name, r.mode, r.precision, _fmt(r.eager_ms, 2), _fmt(_ratio(r.eager_ms, b.eager_ms), 3),
+                      _fmt(r.graph_ms, 2) if r.graph_ms is not None else (f"failed: {r.graph_error}" if r.graph_error else ""),
+                      _fmt(_ratio(r.graph_ms, b.graph_ms), 3), str(r.host_events),
+                      "" if r.kernels is None else str(r.kernels), _fmt(r.kernel_ms, 2), _fmt(_ratio(r.kernel_ms, b.kernel_ms), 3)])
+    return header, table
+
 # ---------------------------------------------------------------------------- report
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
     if a is None or b is None or b == 0:
@@ -660,11 +799,13 @@ def run(settings: Settings) -> Dict:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
-    result = {"machine": machine_description(device), "settings": settings, "models": [], "layers": []}
+    result = {"machine": machine_description(device), "settings": settings, "models": [], "layers": [], "overhead": []}
     if "models" in settings.parts or "memory" in settings.parts:
         result["models"] = run_models(settings)
     if "layers" in settings.parts:
         result["layers"] = run_layers(settings)
+    if "overhead" in settings.parts:
+        result["overhead"] = run_overhead(settings)
     # The targets are defined at batch 1 (single layers always run at batch 1).
     result["targets"] = check_targets(result["models"] if settings.batch == 1 else [], result["layers"])
     try:
@@ -687,6 +828,9 @@ def report(result: Dict, markdown: bool = False) -> str:
         parts.append(format_table(*model_table(result["models"], settings), markdown))
     for title, header, table in layer_tables(result["layers"], settings):
         parts.append(title + "\n\n" + format_table(header, table, markdown))
+    if result.get("overhead"):
+        parts.append(f"Host overhead ({settings.memory_formats[0]}; one profiled call per row; CUDA graph: median replay "
+                     "of a graph captured from the same inference call):\n\n" + format_table(*overhead_table(result["overhead"]), markdown))
     model_targets = [t for t in result["targets"] if not t.get("layer")]
     if model_targets:
         header = ["target", "value", "limit", "met", "margin", "per-round ratio IQR"]
@@ -729,6 +873,7 @@ def to_json(result: Dict) -> Dict:
             for r in result["layers"]
         ],
         "targets": result["targets"],
+        "overhead": [asdict(r) for r in result.get("overhead", [])],
     }
 
 
