@@ -62,3 +62,7 @@ def test_unknown_keys_are_errors_naming_the_key(tmp_path):
         load_config(str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="OCT.ALPHA"):
         load_config(None, ["OCT.ALPHA", "1.0"])
+    # torch.compile's modes only; the message names the key and the value given
+    with pytest.raises(ConfigError, match="MODEL.COMPILE_MODE .*'reduce_overhead'"):
+        load_config(None, ["MODEL.COMPILE_MODE", "reduce_overhead"])
+    assert load_config(None, ["MODEL.COMPILE_MODE", "reduce-overhead"]).MODEL.COMPILE_MODE == "reduce-overhead"

@@ -173,3 +173,41 @@ def test_model_compile_runs_the_test_on_a_compiled_frozen_model(small_cfg):
     compiled.__dict__["_compiled"] = lambda t: (seen.append((inductor_config.freezing, torch.is_grad_enabled())), t)[1]
     compiled(x)
     assert seen == [(True, False)] and not inductor_config.freezing
+
+
+def test_compile_mode_reaches_torch_compile_and_bad_modes_are_refused(small_cfg, monkeypatch):
+    """MODEL.COMPILE_MODE is the mode the multi-view test compiles with; an unknown mode is refused
+    when the wrapper is built, naming it (the config check does the same for the key)."""
+    from octvideo.engine.evaluator import inference_model
+    from octvideo.models import compile_for_inference
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: (seen.append(kw), model)[1])
+    cfg = small_cfg("i3d", 0.5, width=8)
+    cfg.MODEL.COMPILE, cfg.MODEL.COMPILE_MODE = True, "reduce-overhead"
+    model = build_model(cfg).eval()
+    wrapped = inference_model(model, cfg)
+    assert seen == [{"mode": "reduce-overhead"}] and wrapped.mode == "reduce-overhead"
+    x = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(wrapped(x), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    with pytest.raises(ValueError, match="'turbo'"):
+        compile_for_inference(model, "turbo")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CI has none)")
+def test_reduce_overhead_inference_on_cuda_keeps_every_chunks_scores(small_cfg):
+    """Under a CUDA-graph mode each call replays a graph whose output the next replay overwrites:
+    the wrapper returns copies, so the scores of earlier chunks stay what they were."""
+    from octvideo.models import compile_for_inference
+
+    cfg = small_cfg("i3d", 0.5, width=8)
+    model = build_model(cfg).cuda().eval()
+    compiled = compile_for_inference(model, "reduce-overhead")
+    xs = [torch.randn(2, 3, 4, 32, 32, device="cuda") for _ in range(4)]
+    outs = [compiled(x) for x in xs]  # the first calls warm up, later ones replay the graph
+    with torch.no_grad():
+        for x, out in zip(xs, outs):
+            torch.testing.assert_close(out, model(x), rtol=1e-3, atol=1e-3)
+    assert len({o.data_ptr() for o in outs}) == len(outs)

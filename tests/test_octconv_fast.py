@@ -614,9 +614,11 @@ def test_cuda_autocast_training_step_tracks_float32(small_cfg, dtype):
 def test_benchmark_cuda_run_times_every_format_precision_and_mode():
     from octvideo.utils import benchmark as bm
 
-    # Models only: the layer part runs full-size ResNet stage shapes; with it this test had not
-    # finished after two minutes on an H200 (cudnn autotunes every new shape).
+    # Models only, two of them: the layer part runs full-size ResNet stage shapes, and cudnn
+    # autotunes every new shape in every format and precision; with the layer part this test had
+    # not finished after two minutes on an H200, with the four I3D-group models not after 150 s.
     settings = bm.Settings(device="cuda", parts=("models", "memory"), groups=("I3D",), size=32, frames=4,
+                           models=("I3D", "Oct-I3D a=0.5"),
                            modes=("inference", "train"), flops=False, repeats=2, warmup=1,
                            memory_formats=("channels_last", "contiguous"), precisions=("fp32", "bf16"))
     result = bm.run(settings)
@@ -669,6 +671,21 @@ def test_benchmark_overhead_part_replays_cuda_graphs_and_counts_kernels():
             assert not r.graph_error and 0 < r.graph_ms < 1.5 * r.eager_ms, r
         else:
             assert r.graph_ms is None, r
+
+
+def test_benchmark_models_option_runs_only_the_named_models():
+    """--models picks rows of the selected groups by their table names; a name not among them
+    is an error naming it (and the names there are)."""
+    from octvideo.utils import benchmark as bm
+
+    settings = bm.Settings(parts=("memory",), groups=("I3D",), models=("I3D", "Oct-I3D a=0.5"), size=32, frames=4,
+                           flops=False)
+    result = bm.run(settings)
+    assert [r.name for r in result["models"]] == ["I3D", "Oct-I3D a=0.5"]
+    saved = {r.name: r.saved_bytes for r in result["models"]}
+    assert 0 < saved["Oct-I3D a=0.5"] < saved["I3D"]
+    with pytest.raises(ValueError, match="'Oct-C2D a=0.1'.*Oct-I3D a=0.25"):
+        bm.run(bm.Settings(parts=("memory",), groups=("I3D",), models=("Oct-C2D a=0.1",)))
 
 
 def test_benchmark_batch_scales_the_calls_and_drops_the_batch_1_targets():

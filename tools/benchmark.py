@@ -4,7 +4,7 @@
     python tools/benchmark.py [--device cpu|cuda] [--threads N] [--repeats N] [--only models,layers,memory,overhead]
                               [--groups I3D,C2D,ResNet-50] [--modes inference,fused,train]
                               [--memory-format channels_last|contiguous|both] [--precision fp32|bf16|both]
-                              [--compile] [--markdown | --json]
+                              [--models NAMES] [--compile] [--compile-mode MODE] [--markdown | --json]
     python tools/benchmark.py data [ARGS ...]     # data-loading benchmark (octvideo.data.benchmark)
 
 Progress goes to stderr; the tables (or JSON) to stdout. See octvideo/utils/benchmark.py
@@ -33,6 +33,7 @@ def main(argv=None):
 
         return data_benchmark.main(argv[1:])
 
+    from octvideo.config import COMPILE_MODES
     from octvideo.utils import benchmark as bm
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +59,11 @@ def main(argv=None):
                         help="clips (images) per model call, every mode (default 1; the targets are defined at 1 and "
                              "are not evaluated otherwise; single layers always run at batch 1)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (MODEL.COMPILE)")
+    parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
+                        help="torch.compile's mode (MODEL.COMPILE_MODE; implies --compile; default: default)")
+    parser.add_argument("--models", default="", type=lambda v: tuple(s.strip() for s in v.split(",") if s.strip()),
+                        help="comma list of model names to run, as the tables name them (e.g. 'I3D,Oct-I3D a=0.5'); "
+                             "default: every model of the groups")
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP counts (faster), except I3D and Oct-I3D a=0.5: the a=0.5 target's limit is their FLOPs ratio + 0.05")
     parser.add_argument("--markdown", action="store_true", help="markdown tables, ready for docs/benchmarks.md")
     parser.add_argument("--json", action="store_true", help="print every measurement as JSON")
@@ -81,7 +87,9 @@ def main(argv=None):
         frames=args.frames,
         size=args.size,
         batch=args.batch,
-        compile=args.compile,
+        compile=args.compile or args.compile_mode is not None,
+        compile_mode=args.compile_mode or "default",
+        models=args.models,
         flops=not args.no_flops,
         progress=None if args.quiet else bm.stderr_progress,
     )

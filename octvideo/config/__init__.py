@@ -5,9 +5,9 @@ from typing import List, Optional, Sequence
 
 from fvcore.common.config import CfgNode
 
-from .defaults import get_defaults
+from .defaults import COMPILE_MODES, get_defaults
 
-__all__ = ["CfgNode", "get_cfg", "load_config", "add_cfg_args", "ConfigError"]
+__all__ = ["COMPILE_MODES", "CfgNode", "get_cfg", "load_config", "add_cfg_args", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -51,6 +51,10 @@ def _check(cfg: CfgNode) -> None:
     if cfg.TRAIN.MIXED_PRECISION not in ("none", "fp16", "bf16"):
         raise ConfigError(
             f"TRAIN.MIXED_PRECISION must be 'none', 'fp16' or 'bf16'; got {cfg.TRAIN.MIXED_PRECISION!r}"
+        )
+    if cfg.MODEL.COMPILE_MODE not in COMPILE_MODES:
+        raise ConfigError(
+            f"MODEL.COMPILE_MODE must be one of {', '.join(COMPILE_MODES)}; got {cfg.MODEL.COMPILE_MODE!r}"
         )
     if cfg.DATA.DECODER not in ("decord", "pyav"):
         raise ConfigError(f"DATA.DECODER must be 'decord' or 'pyav'; got {cfg.DATA.DECODER!r}")

@@ -34,6 +34,20 @@ _C.MODEL.DROPOUT_RATE = 0.5
 # On this project's CPU, compiled inference was 1.2-1.45x faster than eager, compiled training
 # slower than eager (docs/benchmarks.md).
 _C.MODEL.COMPILE = False
+# torch.compile's mode under MODEL.COMPILE: "default", "reduce-overhead" (inductor plus CUDA
+# graphs: the host's per-operator launch cost is paid once at capture, then each call replays;
+# on the CPU it is "default"), "max-autotune" (also tries Triton/GEMM kernel variants; long
+# compiles) or "max-autotune-no-cudagraphs". On a GPU the octave models are host-bound (two
+# branches per layer, about 3x I3D's kernel launches: docs/benchmarks.md, CUDA), which is what
+# "reduce-overhead" removes. Compiled inference under a CUDA-graph mode returns a copy of the
+# logits (a replay overwrites the graph's output); training marks each step's start
+# (torch.compiler.cudagraph_mark_step_begin). Measured on an H200, batch 8 fp32 inference:
+# Oct-I3D a=0.5 23.2 ms eager, 10.6 compiled "default", 6.6 "reduce-overhead" (I3D: 9.0 eager,
+# 5.5 "reduce-overhead"); docs/benchmarks.md, CUDA. Under DDP, inductor captures the graph
+# pieces between the gradient buckets; that combination has not been run here.
+_C.MODEL.COMPILE_MODE = "default"
+# The modes torch.compile takes, in the order the docs list them.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Run the model and its inputs in channels_last (2D) / channels_last_3d (3D) memory: training,
 # validation, the multi-view test and tools/predict.py. On the CPU this is what the fast paths
 # are built for (oneDNN kernels on channels-last memory, pre-packed weights at inference): on

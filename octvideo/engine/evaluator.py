@@ -84,7 +84,7 @@ def inference_model(model: nn.Module, cfg) -> nn.Module:
     # (A no-op for a model trained here, which is in this layout already.)
     model = to_model_memory_format(model, cfg)
     if cfg.MODEL.COMPILE:
-        model = compile_for_inference(model)
+        model = compile_for_inference(model, cfg.MODEL.COMPILE_MODE)
     return model
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from octvideo.models import build_model, display_name, to_model_memory_format
+from octvideo.models import CUDA_GRAPH_MODES, build_model, display_name, to_model_memory_format
 
 from . import distributed as du
 from .logger import MetricsWriter, Progress, setup_logging
@@ -77,6 +77,14 @@ def to_device(batch: Dict, device: torch.device, channels_last: bool = False):
     return x, batch["labels"].to(device, non_blocking=True)
 
 
+def _mark_cuda_graph_step(cfg, device: torch.device) -> None:
+    """Under MODEL.COMPILE with a CUDA-graph mode (MODEL.COMPILE_MODE "reduce-overhead" or
+    "max-autotune") on a GPU: tell inductor's CUDA-graph trees that a new step begins, so the
+    previous step's graph outputs may be overwritten (the loop has used them by then)."""
+    if cfg.MODEL.COMPILE and device.type == "cuda" and cfg.MODEL.COMPILE_MODE in CUDA_GRAPH_MODES:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
 def train_one_epoch(
     model: nn.Module,
     loader,
@@ -97,6 +105,7 @@ def train_one_epoch(
     t0 = time.time()
     iteration = start_iteration
     for i, batch in enumerate(loader):
+        _mark_cuda_graph_step(cfg, device)
         x, y = to_device(batch, device, cfg.MODEL.CHANNELS_LAST)
         lr = lr_at(cfg, epoch + i / n_iter)
         set_lr(optimizer, lr)
@@ -141,6 +150,7 @@ def validate(model: nn.Module, loader, cfg, device: torch.device, logger) -> Dic
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # top1, top5, n
     progress = Progress(len(loader), "val", logger, cfg.LOG_PERIOD)
     for batch in loader:
+        _mark_cuda_graph_step(cfg, device)
         x, y = to_device(batch, device, cfg.MODEL.CHANNELS_LAST)
         with autocast_context(cfg, device):
             logits = model(x).float()
@@ -279,7 +289,7 @@ def train(cfg) -> Dict:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if cfg.MODEL.COMPILE:
-        ddp_model = torch.compile(ddp_model)
+        ddp_model = torch.compile(ddp_model, mode=cfg.MODEL.COMPILE_MODE)
 
     summary: Dict = {"output_dir": out, "class_names": class_names}
     for epoch in range(start_epoch, cfg.SOLVER.MAX_EPOCH):

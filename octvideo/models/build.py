@@ -2,8 +2,13 @@
 import torch
 import torch.nn as nn
 
+from octvideo.config.defaults import COMPILE_MODES
+
 from .arch import get_arch
 from .resnet import ResNet
+
+# torch.compile modes that capture CUDA graphs on a GPU (inductor skips them on the CPU).
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def build_model(cfg) -> nn.Module:
@@ -53,22 +58,34 @@ class CompiledForInference(nn.Module):
     training model without freezing, see octvideo/engine/trainer.py). Every call runs
     without autograd (``torch.no_grad``). On CUDA it is a plain ``torch.compile``.
     ``state_dict`` and ``module`` are those of the wrapped model.
+
+    ``mode`` is torch.compile's (``MODEL.COMPILE_MODE``). Under a CUDA-graph mode
+    ("reduce-overhead", "max-autotune") on a GPU each call replays a captured graph whose
+    output buffer the next replay overwrites, so the logits are returned as a copy: a caller
+    that keeps the scores of several chunks (the multi-view test does) keeps them intact.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, mode: str = "default"):
         super().__init__()
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}; got {mode!r}")
         self.module = model
+        self.mode = mode
         # Not registered as a submodule: the compiled wrapper shares the model's parameters.
-        self.__dict__["_compiled"] = torch.compile(model)
+        self.__dict__["_compiled"] = torch.compile(model, mode=mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # inductor.config.patch, not a global setting: freezing applies to this model's graphs only.
         import torch._inductor.config as inductor_config
 
         with torch.no_grad(), inductor_config.patch(freezing=x.device.type == "cpu"):
-            return self._compiled(x)
+            out = self._compiled(x)
+        if x.device.type == "cuda" and self.mode in CUDA_GRAPH_MODES:
+            out = out.clone()
+        return out
 
 
-def compile_for_inference(model: nn.Module) -> nn.Module:
-    """The evaluation form of ``MODEL.COMPILE``: see :class:`CompiledForInference`."""
-    return CompiledForInference(model)
+def compile_for_inference(model: nn.Module, mode: str = "default") -> nn.Module:
+    """The evaluation form of ``MODEL.COMPILE`` (``mode``: ``MODEL.COMPILE_MODE``); see
+    :class:`CompiledForInference`."""
+    return CompiledForInference(model, mode)

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from octvideo.layers import OctConv3d, reference_mode
-from octvideo.models import ResNet, compile_for_inference, fuse_conv_bn
+from octvideo.models import CUDA_GRAPH_MODES, ResNet, compile_for_inference, fuse_conv_bn
 from octvideo.utils.flops import count_flops, flop_analysis
 
 PARTS = ("models", "layers", "memory", "overhead")
@@ -105,6 +105,10 @@ class Settings:
     # Clips (images) per call, for every mode; the issue's targets are defined at batch 1.
     batch: int = 1
     compile: bool = False
+    # torch.compile's mode under ``compile`` (MODEL.COMPILE_MODE).
+    compile_mode: str = "default"
+    # Names of MODEL_ROWS to run (empty: every row of the selected groups).
+    models: Sequence[str] = ()
     flops: bool = True
     progress: Optional[Callable[[str], None]] = None
 
@@ -284,7 +288,7 @@ def run_models(settings: Settings) -> List[ModelRow]:
     do_memory = "memory" in settings.parts
     rows: List[ModelRow] = []
     for group in settings.groups:
-        members = [r for r in MODEL_ROWS if r[0] == group]
+        members = [r for r in MODEL_ROWS if r[0] == group and (not settings.models or r[1] in settings.models)]
         built: Dict[str, nn.Module] = {}
         group_rows: List[ModelRow] = []
         for _, name, arch, alpha in members:
@@ -330,7 +334,7 @@ def run_models(settings: Settings) -> List[ModelRow]:
             if (name, fmt) not in fused_cache:
                 model = built[name]
                 m = fuse_conv_bn(model) if isinstance(model, ResNet) else model.eval()
-                fused_cache[(name, fmt)] = compile_for_inference(m) if settings.compile else m
+                fused_cache[(name, fmt)] = compile_for_inference(m, settings.compile_mode) if settings.compile else m
             return fused_cache[(name, fmt)]
 
         for fmt in settings.memory_formats:
@@ -342,8 +346,12 @@ def run_models(settings: Settings) -> List[ModelRow]:
                 # Training: torch.compile (MODEL.COMPILE in training); inference: a separate
                 # compiled copy with the weights frozen (CPU), as the test runs it (its graphs
                 # are built in the inference rounds, before any training step changes a weight).
-                infer_runners = {name: compile_for_inference(m) for name, m in runners.items()}
-                runners = {name: torch.compile(m) for name, m in runners.items()}
+                infer_runners = {name: compile_for_inference(m, settings.compile_mode) for name, m in runners.items()}
+                runners = {name: torch.compile(m, mode=settings.compile_mode) for name, m in runners.items()}
+            # Each call is a step of its own for inductor's CUDA-graph trees (the calls of the
+            # models interleave), as the trainer marks its steps (MODEL.COMPILE_MODE).
+            graphs = settings.compile and device.type == "cuda" and settings.compile_mode in CUDA_GRAPH_MODES
+            mark = torch.compiler.cudagraph_mark_step_begin if graphs else lambda: None
             for precision in settings.precisions:
                 ctx = _autocast(device, precision)
                 for mode in settings.modes:
@@ -354,6 +362,7 @@ def run_models(settings: Settings) -> List[ModelRow]:
                             m = fused_runner(name, fmt) if mode == "fused" else infer_runners[name]
 
                             def fn(m=m):
+                                mark()
                                 with torch.no_grad(), ctx:
                                     m(x)
 
@@ -361,6 +370,7 @@ def run_models(settings: Settings) -> List[ModelRow]:
                             built[name].train()
 
                             def fn(m=m):
+                                mark()
                                 _train_step(m, x, target, ctx)
 
                         fns[name] = fn
@@ -369,7 +379,9 @@ def run_models(settings: Settings) -> List[ModelRow]:
                     times = interleaved_times(fns, settings.repeats, settings.warmup, device, settings.progress, label)
                     for name, t in times.items():
                         by_name[name].times[(fmt, precision, mode)] = t
-                    if device.type == "cuda" and mode == "train":
+                    # Not under CUDA graphs: their private memory pool is allocated at capture, before
+                    # the step measured, which would then report only its own few allocations.
+                    if device.type == "cuda" and mode == "train" and not graphs:
                         for name, fn in fns.items():
                             by_name[name].cuda_peak_bytes[(fmt, precision)] = cuda_step_peak_bytes(
                                 fn, built[name], built.values(), device)
@@ -556,7 +568,7 @@ def run_overhead(settings: Settings) -> List[OverheadRow]:
         dims = 2 if group == "ResNet-50" else 3
         mf = _memory_format(fmt, dims)
         built: Dict[str, nn.Module] = {}
-        for _, name, arch, alpha in (r for r in MODEL_ROWS if r[0] == group):
+        for _, name, arch, alpha in (r for r in MODEL_ROWS if r[0] == group and (not settings.models or r[1] in settings.models)):
             if arch == "pytorchvideo" and (settings.frames, settings.size) != (8, 224):
                 continue  # fixed-size head, as in the models part
             _say(settings, f"[overhead] building {name}")
@@ -791,6 +803,11 @@ def run(settings: Settings) -> Dict:
     for part in settings.parts:
         if part not in PARTS:
             raise ValueError(f"--only takes {', '.join(PARTS)}; got {part!r}")
+    names = [r[1] for r in MODEL_ROWS if r[0] in settings.groups]
+    unknown = [m for m in settings.models if m not in names]
+    if unknown:
+        raise ValueError(f"--models: {', '.join(map(repr, unknown))} not among the models of groups "
+                         f"{', '.join(settings.groups)}: {', '.join(names)}")
     device = torch.device(settings.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -823,7 +840,9 @@ def report(result: Dict, markdown: bool = False) -> str:
              f"Median of {settings.repeats} interleaved calls after {settings.warmup} warm-up round(s); "
              f"batch {settings.batch}, {settings.frames}x{settings.size}x{settings.size} clips (ResNet-50: {settings.size}x{settings.size}); "
              f"memory format(s) {', '.join(settings.memory_formats)}; precision(s) {', '.join(settings.precisions)}"
-             + ("; torch.compile" if settings.compile else "") + ". Ratios are against the first row of each group."]
+             + (f"; torch.compile mode {settings.compile_mode}" if settings.compile else "")
+             + ("" if not (settings.compile and settings.device == "cuda" and settings.compile_mode in CUDA_GRAPH_MODES)
+                else " (CUDA graphs: no CUDA peak memory, the graphs' pool is allocated at capture)") + ". Ratios are against the first row of each group."]
     if result["models"]:
         parts.append(format_table(*model_table(result["models"], settings), markdown))
     for title, header, table in layer_tables(result["layers"], settings):
