@@ -206,7 +206,7 @@ def test_alpha_and_architecture_mismatches_name_the_layer_and_both_shapes_and_wr
     # Width 8: res2's conv1 has 8 output channels; alpha 0.5 splits them 4 + 4, alpha 0.25 6 + 2.
     cases = [
         (half, 0.25, ["res2.blocks.0.conv1.h2h.weight: source (4, 8, 1, 1), model (6, 8, 3, 1, 1)",
-                      "(alpha 0.5), the model into 6 + 2 (OCT.ALPHA 0.25)"]),
+                      "(alpha 0.5), the model into 6 + 2 (OCT.ALPHA 0.25, OCT.CHANNEL_MULTIPLE 1)"]),
         (plain, 0.25, ["res2.blocks.0.conv1.h2l.weight: absent from the source, model (2, 8, 3, 1, 1)",
                        "res2.blocks.0.conv1.h2h.weight: source (8, 8, 1, 1), model (6, 8, 3, 1, 1)"]),
         (quarter, 0.0, ["res2.blocks.0.conv1.h2l.weight: source (2, 8, 1, 1), absent from the model"]),
@@ -349,7 +349,7 @@ def test_octconv_pytorch_checkpoint_loads_and_inflates_at_alpha_05_only(small_cf
     # res2's conv1 has 16 output channels: 8 + 8 at alpha 0.5, 15 + 1 at alpha 0.1 (kt 3 in I3D).
     assert "res2.blocks.0.conv1.h2h.weight (layer1.0.conv1.conv.conv_h2h.weight in the source): " \
            "source (8, 16, 1, 1), model (15, 16, 3, 1, 1)" in err, err
-    assert "into 8 high + 8 low (alpha 0.5), the model into 15 + 1 (OCT.ALPHA 0.1)" in err
+    assert "into 8 high + 8 low (alpha 0.5), the model into 15 + 1 (OCT.ALPHA 0.1, OCT.CHANNEL_MULTIPLE 1)" in err
     assert f"nothing written to {out}" in err
 
 

@@ -336,11 +336,15 @@ def test_conv_nd_equals_conv3d_values_gradients_and_memory_format(kernel, stride
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA_ONLY)])
-@pytest.mark.parametrize("arch,alpha", [("i3d", 0.25), ("c2d", 0.5), ("resnet", 0.5), ("i3d", 0.0)])
+# (arch, alpha, OCT.CHANNEL_MULTIPLE): the fast path picks its strategies from the branch widths,
+# and the aligned split (tests/test_channel_multiple.py) gives it other widths than the official one.
+@pytest.mark.parametrize("arch,alpha,multiple", [("i3d", 0.25, 1), ("c2d", 0.5, 1), ("resnet", 0.5, 1), ("i3d", 0.0, 1),
+                                                 ("i3d", 0.1, 8)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_model_fast_forward_matches_reference(small_cfg, arch, alpha, channels_last, device):
+def test_model_fast_forward_matches_reference(small_cfg, arch, alpha, multiple, channels_last, device):
     torch.manual_seed(0)
-    cfg = small_cfg(arch, alpha)
+    cfg = small_cfg(arch, alpha, width=8 if multiple == 1 else 16)
+    cfg.OCT.CHANNEL_MULTIPLE = multiple
     cfg.MODEL.DROPOUT_RATE = 0.0
     model = build_model(cfg).double().train().to(device)
     x = torch.randn(2, 3, 4, 33, 47) if arch != "resnet" else torch.randn(2, 3, 33, 47)

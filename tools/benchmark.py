@@ -64,6 +64,9 @@ def main(argv=None):
     parser.add_argument("--models", default="", type=lambda v: tuple(s.strip() for s in v.split(",") if s.strip()),
                         help="comma list of model names to run, as the tables name them (e.g. 'I3D,Oct-I3D a=0.5'); "
                              "default: every model of the groups")
+    parser.add_argument("--channel-multiple", type=int, default=1, metavar="M",
+                        help="OCT.CHANNEL_MULTIPLE of the octave models: low-frequency widths rounded to multiples "
+                             "of M (default 1, the official split; above 1 no target is evaluated)")
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore FLOP counts (faster), except I3D and Oct-I3D a=0.5: the a=0.5 target's limit is their FLOPs ratio + 0.05")
     parser.add_argument("--markdown", action="store_true", help="markdown tables, ready for docs/benchmarks.md")
     parser.add_argument("--json", action="store_true", help="print every measurement as JSON")
@@ -90,6 +93,7 @@ def main(argv=None):
         compile=args.compile or args.compile_mode is not None,
         compile_mode=args.compile_mode or "default",
         models=args.models,
+        channel_multiple=args.channel_multiple,
         flops=not args.no_flops,
         progress=None if args.quiet else bm.stderr_progress,
     )

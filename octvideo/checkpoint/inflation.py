@@ -165,7 +165,9 @@ def _diagnosis(state: Dict[str, torch.Tensor], model: nn.Module) -> List[str]:
         hints.append(
             f"the source splits res2.blocks.0.bn1's {sum(src_split)} channels into {src_split[0]} high + "
             f"{src_split[1]} low (alpha {a:.2g}), the model into {dst_split[0]} + {dst_split[1]} "
-            f"(OCT.ALPHA {info['alpha']:g}): set OCT.ALPHA to the source's alpha, or use a source of this alpha"
+            f"(OCT.ALPHA {info['alpha']:g}, OCT.CHANNEL_MULTIPLE {info['channel_multiple']}): set OCT.ALPHA "
+            f"and OCT.CHANNEL_MULTIPLE to the source's split (published Oct-ResNets use multiple 1), or use a "
+            f"source of this split"
         )
     src_depths, dst_depths = _stage_depths(state), _stage_depths(target)
     if src_depths and src_depths != dst_depths:

@@ -6,7 +6,7 @@ An octvideo checkpoint is one ``torch.save`` file (``.pyth``, PySlowFast's exten
     format_version  1
     octvideo_version  octvideo.__version__ of the code that wrote it
     model_state     the model's state_dict (OctConv paths as <name>.h2h.weight ..., see layers/)
-    model_info      {arch, depth, width, alpha, dims, num_classes, in_channels}: what built it
+    model_info      {arch, depth, width, alpha, channel_multiple, dims, num_classes, in_channels}: what built it
     optimizer_state, scaler_state   only in training checkpoints
     epoch, iteration                epochs / iterations completed when it was written
     class_names, cfg (YAML text), extra (e.g. the RNG state of every process)
@@ -69,6 +69,7 @@ def model_info(model: nn.Module) -> Dict[str, Any]:
         "depth": getattr(model, "depth", None),
         "width": getattr(model, "width", None),
         "alpha": getattr(model, "alpha", None),
+        "channel_multiple": getattr(model, "channel_multiple", None),
         "dims": getattr(model, "dims", None),
         "num_classes": getattr(model, "num_classes", None),
         "in_channels": getattr(model, "in_channels", None),

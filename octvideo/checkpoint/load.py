@@ -23,7 +23,7 @@ from .io import CheckpointError, model_info, unwrap_model
 logger = logging.getLogger(__name__)
 
 _CFG_KEYS = {"arch": "MODEL.ARCH", "depth": "MODEL.DEPTH", "width": "MODEL.WIDTH", "alpha": "OCT.ALPHA",
-             "num_classes": "MODEL.NUM_CLASSES", "in_channels": "DATA.INPUT_CHANNEL_NUM"}
+             "channel_multiple": "OCT.CHANNEL_MULTIPLE", "num_classes": "MODEL.NUM_CLASSES", "in_channels": "DATA.INPUT_CHANNEL_NUM"}
 _LIST = 8  # names listed per category in a mismatch error
 
 
@@ -57,7 +57,7 @@ def _check_exact(ckpt: Checkpoint, model: nn.Module) -> None:
              + _describe_mismatch(ckpt, model).strip()]
     lines += _listing("missing keys", missing) + _listing("unexpected keys", unexpected)
     lines += _listing("shape mismatches", shapes)
-    lines.append("Set MODEL.* / OCT.ALPHA to the checkpoint's model. To start training from a checkpoint of "
+    lines.append("Set MODEL.* / OCT.* to the checkpoint's model. To start training from a checkpoint of "
                  "another classifier size, set TRAIN.CHECKPOINT_FILE_PATH instead.")
     raise CheckpointError("\n  ".join(lines))
 

@@ -48,6 +48,9 @@ def load_config(cfg_file: Optional[str] = None, opts: Optional[Sequence[str]] = 
 def _check(cfg: CfgNode) -> None:
     if not 0.0 <= cfg.OCT.ALPHA < 1.0:
         raise ConfigError(f"OCT.ALPHA must be in [0, 1); got {cfg.OCT.ALPHA}")
+    multiple = cfg.OCT.CHANNEL_MULTIPLE
+    if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
+        raise ConfigError(f"OCT.CHANNEL_MULTIPLE must be a positive int; got {multiple!r}")
     if cfg.TRAIN.MIXED_PRECISION not in ("none", "fp16", "bf16"):
         raise ConfigError(
             f"TRAIN.MIXED_PRECISION must be 'none', 'fp16' or 'bf16'; got {cfg.TRAIN.MIXED_PRECISION!r}"

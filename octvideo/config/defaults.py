@@ -65,6 +65,16 @@ _C.OCT = CfgNode()
 # Ratio of channels in the low-frequency (half spatial resolution) branch in res2-res4.
 # 0 builds the vanilla network. The paper's video models use 0.1, Oct-ResNet-50 0.5.
 _C.OCT.ALPHA = 0.0
+# Round each octave layer's low-frequency channel count to a multiple of this (nearest, at least
+# one multiple): 1 keeps the official split low = int(ALPHA * C), which published and inflated
+# checkpoints use. 8 or 16 gives both branches widths that vector units and tensor cores take
+# whole; at ALPHA 0.1 the official split's 6, 12, 25, 51 low channels (res2-res4) become 8, 16,
+# 24, 48 with 8. Measured (docs/benchmarks.md, "Aligned octave split"; medians of three runs):
+# Oct-I3D a=0.1 on 2 CPU threads, training step 1.18 -> 1.08 of I3D with 8 (0.99 with 16, which
+# also has 5% fewer FLOPs), inference 1.04 -> 1.02 (0.98); on an H200 under MODEL.COMPILE_MODE
+# reduce-overhead at batch 8, 1.72 -> 1.47 of I3D with 8.
+# Checkpoints of one split do not load into the other (a shape error names the tensor).
+_C.OCT.CHANNEL_MULTIPLE = 1
 
 # ---------------------------------------------------------------------------- #
 # Data

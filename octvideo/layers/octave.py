@@ -4,6 +4,7 @@ Every block treats features through these helpers, so splits, pools and residual
 adds on ``(high, low)`` pairs are written once. A feature with no low-frequency part is
 a plain Tensor; helpers accept both.
 """
+import math
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
@@ -16,12 +17,30 @@ from .pooling import max_pool
 OctTensor = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
 
-def split_channels(channels: int, alpha: float, name: str = "channels", alpha_name: str = "alpha") -> Tuple[int, int]:
-    """``(high, low)`` channel counts as the official code: ``low = int(alpha * C)``.
+def split_channels(
+    channels: int, alpha: float, name: str = "channels", alpha_name: str = "alpha", multiple: int = 1
+) -> Tuple[int, int]:
+    """``(high, low)`` channel counts: ``low = int(alpha * C)`` as the official code.
 
-    Raises ValueError when ``alpha > 0`` leaves the low branch empty.
+    With ``multiple`` M > 1 (``OCT.CHANNEL_MULTIPLE``) and ``alpha > 0``, ``low`` is instead
+    ``alpha * C`` rounded to the nearest multiple of M (halves up, at least M), so both
+    branches have widths that vector units and tensor cores take whole when C is a multiple
+    of M too: at alpha 0.1, C = 64, 128, 256, 512, 1024 give low = 8, 16, 24, 48, 104 instead
+    of 6, 12, 25, 51, 102. That is not the published split (its checkpoints do not load), so
+    it is opt-in; docs/benchmarks.md ("Aligned octave split") has what it buys.
+
+    Raises ValueError when ``alpha > 0`` leaves either branch empty.
     """
+    if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
+        raise ValueError(f"channel multiple must be a positive int; got {multiple!r}")
     low = int(alpha * channels)
+    if alpha > 0 and multiple > 1:
+        low = max(multiple, int(math.floor(alpha * channels / multiple + 0.5)) * multiple)
+        if low >= channels:
+            raise ValueError(
+                f"{alpha_name}={alpha} with {name}={channels} and channel multiple {multiple} leaves the "
+                f"high-frequency branch empty (low rounded up to {low}); use a smaller multiple or more channels"
+            )
     high = channels - low
     if alpha > 0 and low == 0:
         raise ValueError(
@@ -335,9 +354,9 @@ class OctBatchNorm(nn.Module):
     models keep vanilla state_dict keys.
     """
 
-    def __init__(self, channels: int, alpha: float, dims: int = 3, **bn_kwargs):
+    def __init__(self, channels: int, alpha: float, dims: int = 3, channel_multiple: int = 1, **bn_kwargs):
         super().__init__()
-        high, low = split_channels(channels, alpha)
+        high, low = split_channels(channels, alpha, multiple=channel_multiple)
         bn = nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d
         self.h = bn(high, **bn_kwargs)
         self.l = bn(low, **bn_kwargs)
@@ -370,11 +389,12 @@ def _bn_eval(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tens
                             torch.backends.cudnn.enabled)
 
 
-def make_norm(channels: int, alpha: float, dims: int = 3, **bn_kwargs) -> nn.Module:
-    """BatchNorm for a feature with ``channels`` split by ``alpha`` (plain BN when alpha is 0)."""
+def make_norm(channels: int, alpha: float, dims: int = 3, channel_multiple: int = 1, **bn_kwargs) -> nn.Module:
+    """BatchNorm for a feature with ``channels`` split by ``alpha`` (plain BN when alpha is 0);
+    ``channel_multiple`` as :func:`split_channels`'s ``multiple``."""
     if alpha == 0:
         return (nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d)(channels, **bn_kwargs)
-    return OctBatchNorm(channels, alpha, dims, **bn_kwargs)
+    return OctBatchNorm(channels, alpha, dims, channel_multiple, **bn_kwargs)
 
 
 class OctReLU(nn.Module):

@@ -91,6 +91,7 @@ class _OctConvNd(nn.Module):
         alpha_out: float = 0.5,
         groups: int = 1,
         bias: bool = False,
+        channel_multiple: int = 1,
     ):
         super().__init__()
         d = self._dims
@@ -112,8 +113,9 @@ class _OctConvNd(nn.Module):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.alpha_in, self.alpha_out = float(alpha_in), float(alpha_out)
         self.groups = groups
-        self.in_high, self.in_low = split_channels(in_channels, alpha_in, "in_channels", "alpha_in")
-        self.out_high, self.out_low = split_channels(out_channels, alpha_out, "out_channels", "alpha_out")
+        self.channel_multiple = channel_multiple
+        self.in_high, self.in_low = split_channels(in_channels, alpha_in, "in_channels", "alpha_in", channel_multiple)
+        self.out_high, self.out_low = split_channels(out_channels, alpha_out, "out_channels", "alpha_out", channel_multiple)
         self.is_plain = self.in_low == 0 and self.out_low == 0
         # A plain conv (alpha 0 -> 0) is nn.ConvNd's convolution, strided conv included. With an
         # octave on either side, spatial stride 2 is a 2x2 average pool followed by a
@@ -213,6 +215,7 @@ class _OctConvNd(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, alpha_in={self.alpha_in}, "
             f"alpha_out={self.alpha_out}, groups={self.groups}, paths={self.paths}"
+            + (f", channel_multiple={self.channel_multiple}" if self.channel_multiple > 1 else "")
         )
 
     # ------------------------------------------------------------------ input checks
@@ -920,11 +923,13 @@ class OctConv3d(_OctConvNd):
     """3D Octave Convolution with spatial-only octaves.
 
     ``OctConv3d(in_channels, out_channels, kernel_size, stride=1, padding=0,
-    alpha_in=0.5, alpha_out=0.5, groups=1, bias=False)``
+    alpha_in=0.5, alpha_out=0.5, groups=1, bias=False, channel_multiple=1)``
 
     Input: a Tensor ``(N, C, T, H, W)`` when ``alpha_in == 0``, else ``(high, low)``.
     Output: ``(high, low)``, or a Tensor when ``alpha_out == 0``. Channels split as
-    the official code: ``low = int(alpha * C)``, ``high = C - low``.
+    the official code: ``low = int(alpha * C)``, ``high = C - low``; with
+    ``channel_multiple`` M > 1 (``OCT.CHANNEL_MULTIPLE``), ``low`` is ``alpha * C`` rounded
+    to a multiple of M (:func:`octvideo.layers.octave.split_channels`).
     """
 
     _dims = 3

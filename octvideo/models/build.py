@@ -12,7 +12,8 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def build_model(cfg) -> nn.Module:
-    """Build the network described by ``MODEL.*`` and ``OCT.ALPHA`` (see configs/ and defaults.py)."""
+    """Build the network described by ``MODEL.*``, ``OCT.ALPHA`` and ``OCT.CHANNEL_MULTIPLE`` (see
+    configs/ and defaults.py)."""
     arch = get_arch(cfg.MODEL.ARCH)
     model = ResNet(
         arch,
@@ -22,6 +23,7 @@ def build_model(cfg) -> nn.Module:
         num_classes=cfg.MODEL.NUM_CLASSES,
         dropout_rate=cfg.MODEL.DROPOUT_RATE,
         in_channels=cfg.DATA.INPUT_CHANNEL_NUM,
+        channel_multiple=int(cfg.OCT.CHANNEL_MULTIPLE),
     )
     return model
 

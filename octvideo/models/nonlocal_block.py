@@ -68,9 +68,9 @@ class OctNonLocal3d(nn.Module):
     With a zero-initialised final BN the block starts as the identity, as the vanilla one.
     """
 
-    def __init__(self, channels: int, alpha: float, inner_channels: int = 0):
+    def __init__(self, channels: int, alpha: float, inner_channels: int = 0, channel_multiple: int = 1):
         super().__init__()
-        self.high_channels, self.low_channels = split_channels(channels, alpha)
+        self.high_channels, self.low_channels = split_channels(channels, alpha, multiple=channel_multiple)
         inner = inner_channels or channels // 2
         self.theta = nn.Conv3d(channels, inner, 1)
         self.phi = nn.Conv3d(channels, inner, 1)
@@ -93,5 +93,5 @@ class OctNonLocal3d(nn.Module):
         return high + upsample_to(p_high, high.shape[-2:]), low + p_low
 
 
-def make_nonlocal(channels: int, alpha: float) -> nn.Module:
-    return NonLocal3d(channels) if alpha == 0 else OctNonLocal3d(channels, alpha)
+def make_nonlocal(channels: int, alpha: float, channel_multiple: int = 1) -> nn.Module:
+    return NonLocal3d(channels) if alpha == 0 else OctNonLocal3d(channels, alpha, channel_multiple=channel_multiple)

@@ -73,29 +73,34 @@ class Bottleneck(nn.Module):
         temporal_kernel: int,
         alpha_in: float,
         alpha: float,
+        channel_multiple: int = 1,
     ):
         super().__init__()
+        m = channel_multiple
         self.conv1 = _conv(
             dims, in_channels, inner_channels, _k(dims, temporal_kernel, 1), 1,
-            _k(dims, temporal_kernel // 2, 0), alpha_in=alpha_in, alpha_out=alpha,
+            _k(dims, temporal_kernel // 2, 0), alpha_in=alpha_in, alpha_out=alpha, channel_multiple=m,
         )
-        self.bn1 = make_norm(inner_channels, alpha, dims)
+        self.bn1 = make_norm(inner_channels, alpha, dims, m)
         self.conv2 = _conv(
             dims, inner_channels, inner_channels, _k(dims, 1, 3), _k(dims, 1, stride), _k(dims, 0, 1),
-            alpha_in=alpha, alpha_out=alpha,
+            alpha_in=alpha, alpha_out=alpha, channel_multiple=m,
         )
-        self.bn2 = make_norm(inner_channels, alpha, dims)
-        self.conv3 = _conv(dims, inner_channels, out_channels, 1, 1, 0, alpha_in=alpha, alpha_out=alpha)
-        self.bn3 = make_norm(out_channels, alpha, dims)
+        self.bn2 = make_norm(inner_channels, alpha, dims, m)
+        self.conv3 = _conv(
+            dims, inner_channels, out_channels, 1, 1, 0, alpha_in=alpha, alpha_out=alpha, channel_multiple=m
+        )
+        self.bn3 = make_norm(out_channels, alpha, dims, m)
         # Zero-init of bn3's gamma is a training recipe choice; we keep the PyTorch default
         # so random models are not trivially identity (tests rely on non-trivial outputs).
         self.relu = OctReLU(inplace=True)
         if stride != 1 or in_channels != out_channels or alpha_in != alpha:
             self.shortcut = nn.Module()
             self.shortcut.conv = _conv(
-                dims, in_channels, out_channels, 1, _k(dims, 1, stride), 0, alpha_in=alpha_in, alpha_out=alpha
+                dims, in_channels, out_channels, 1, _k(dims, 1, stride), 0, alpha_in=alpha_in, alpha_out=alpha,
+                channel_multiple=m,
             )
-            self.shortcut.bn = make_norm(out_channels, alpha, dims)
+            self.shortcut.bn = make_norm(out_channels, alpha, dims, m)
         else:
             self.shortcut = None
 
@@ -122,6 +127,7 @@ class ResStage(nn.Module):
         alpha_in: float,
         alpha: float,
         nonlocal_after: Sequence[int] = (),
+        channel_multiple: int = 1,
     ):
         super().__init__()
         self.blocks = nn.ModuleList()
@@ -129,10 +135,12 @@ class ResStage(nn.Module):
             self.blocks.append(
                 Bottleneck(
                     dims, in_channels if i == 0 else out_channels, inner_channels, out_channels,
-                    stride if i == 0 else 1, kt, alpha_in if i == 0 else alpha, alpha,
+                    stride if i == 0 else 1, kt, alpha_in if i == 0 else alpha, alpha, channel_multiple,
                 )
             )
-        self.nonlocals = nn.ModuleDict({str(i): make_nonlocal(out_channels, alpha) for i in nonlocal_after})
+        self.nonlocals = nn.ModuleDict(
+            {str(i): make_nonlocal(out_channels, alpha, channel_multiple) for i in nonlocal_after}
+        )
 
     def forward(self, x: OctTensor) -> OctTensor:
         for i, block in enumerate(self.blocks):
@@ -168,6 +176,7 @@ class ResNet(nn.Module):
         num_classes: int = 400,
         dropout_rate: float = 0.5,
         in_channels: int = 3,
+        channel_multiple: int = 1,
     ):
         super().__init__()
         if depth not in STAGE_DEPTHS:
@@ -175,6 +184,7 @@ class ResNet(nn.Module):
         if not 0.0 <= alpha < 1.0:
             raise ValueError(f"OCT.ALPHA must be in [0, 1); got {alpha}")
         self.arch, self.depth, self.alpha, self.width = arch, depth, alpha, width
+        self.channel_multiple = channel_multiple
         self.dims, self.in_channels, self.num_classes = arch.dims, in_channels, num_classes
         dims = arch.dims
         self.stem = Stem(dims, in_channels, width, arch.stem_kernel)
@@ -186,7 +196,7 @@ class ResNet(nn.Module):
             stage = ResStage(
                 dims, feature_in, inner, 4 * inner, 1 if s == 0 else 2,
                 arch.stage_temporal_kernels(s, n_blocks), alpha_in, stage_alphas[s],
-                arch.stage_nonlocal(s, n_blocks),
+                arch.stage_nonlocal(s, n_blocks), channel_multiple,
             )
             name = f"res{s + 2}"
             self.add_module(name, stage)
