@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from octvideo.config import get_cfg
+from octvideo.engine import distributed as du
 from octvideo.engine.optim import build_optimizer
 from octvideo.engine.trainer import make_scaler, train_one_epoch
 from octvideo.models import build_model
@@ -102,3 +103,19 @@ def test_two_gloo_processes_equal_one_process_with_double_batch(tmp_path):
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6, msg=k)
         moved += int(not torch.equal(one[k], init[k])) if one[k].is_floating_point() else 0
     assert moved > 10  # training really changed the weights
+
+
+def test_shutdown_leaves_a_process_group_the_caller_created(tmp_path, monkeypatch):
+    """A script that sets up its own process group before calling octvideo's train/test keeps it:
+    octvideo only destroys a group it joined itself."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        assert du.init_from_env("cpu") == torch.device("cpu")
+        du.shutdown()
+        assert dist.is_initialized()
+        assert du.all_reduce_sum(torch.ones(1)).item() == 1.0  # still usable
+    finally:
+        dist.destroy_process_group()
+    du.shutdown()  # no group at all: nothing to do, no error
+    assert not dist.is_initialized()

@@ -233,6 +233,9 @@ def test_torchrun_two_gloo_processes_end_to_end(dataset, tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "x2 process(es)" in done.stdout
+    # The summary line is printed by rank 0 only, once for the run.
+    summaries = [json.loads(ln) for ln in done.stdout.splitlines() if ln.startswith('{"top1"')]
+    assert len(summaries) == 1, done.stdout[-2000:]
     res = json.load(open(out / "test_results.json"))
     preds = json.load(open(out / "test_predictions.json"))
     # 3 test videos over 2 processes: the sampler pads one rank with a repeat; it is counted once.

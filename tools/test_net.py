@@ -12,6 +12,7 @@ import sys
 import _path  # noqa: F401
 
 from octvideo.config import add_cfg_args, cfg_from_args
+from octvideo.engine import distributed as du
 from octvideo.engine import run_test
 
 
@@ -19,7 +20,8 @@ def main(argv=None):
     parser = add_cfg_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     cfg = cfg_from_args(parser.parse_args(argv))
     summary = run_test(cfg)
-    print(json.dumps({k: summary[k] for k in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed")}))
+    if du.is_launch_main():  # one line per run, not one per process
+        print(json.dumps({k: summary[k] for k in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed")}))
 
 
 if __name__ == "__main__":

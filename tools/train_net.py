@@ -14,6 +14,7 @@ import sys
 import _path  # noqa: F401
 
 from octvideo.config import add_cfg_args, cfg_from_args
+from octvideo.engine import distributed as du
 from octvideo.engine import train
 
 
@@ -23,7 +24,8 @@ def main(argv=None):
     summary = train(cfg)
     if "test" in summary:
         t = summary["test"]
-        print(json.dumps({k: t[k] for k in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed")}))
+        if du.is_launch_main():  # one line per run, not one per process
+            print(json.dumps({k: t[k] for k in ("top1", "top5", "mean_class_accuracy", "num_videos", "num_failed")}))
 
 
 if __name__ == "__main__":

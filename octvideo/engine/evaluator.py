@@ -156,7 +156,8 @@ def run_test(cfg, model: Optional[nn.Module] = None, class_names: Optional[List[
     from octvideo import data as data_lib
 
     out = cfg.OUTPUT_DIR
-    if device is None:
+    joined = device is None  # called on its own (tools/test_net.py): it joins and leaves the group
+    if joined:
         device = du.init_from_env(du.resolve_device(cfg.DEVICE))
     if logger is None:
         logger = setup_logging(out)
@@ -193,4 +194,6 @@ def run_test(cfg, model: Optional[nn.Module] = None, class_names: Optional[List[
             f"{summary['mean_class_accuracy']:.2f}% on {summary['num_videos']} videos "
             f"({summary['num_failed']} failed to decode); {os.path.join(out, 'test_results.json')}"
         )
+    if joined:
+        du.shutdown()
     return summary

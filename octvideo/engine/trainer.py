@@ -324,4 +324,5 @@ def train(cfg) -> Dict:
         from .evaluator import run_test
 
         summary["test"] = run_test(cfg, model=model, class_names=class_names, logger=logger, device=device)
+    du.shutdown()  # leave the process group this call joined (a no-op in one process)
     return summary
