@@ -655,9 +655,73 @@ def test_benchmark_overhead_part_counts_what_each_call_dispatches():
         assert oct01.host_events > 2 * i3d.host_events > 0
         assert oct01.eager_ms > 0 and oct01.graph_ms is None and oct01.kernels is None  # no CUDA here
     assert rows[("I3D", "train")].host_events > 2 * rows[("I3D", "inference")].host_events  # the backward's
+    # The call's time split by kind: convolutions everywhere; I3D has no up-sampling, the octave
+    # model's low-to-high path up-samples (its backward too); kinds are KERNEL_KINDS entries.
+    for (name, mode), r in rows.items():
+        assert r.kinds.get("convolution", 0) > 0 and set(r.kinds) <= set(bm.KERNEL_KINDS), (name, mode, r.kinds)
+    assert "up-sample" not in rows[("I3D", "train")].kinds and rows[("Oct-I3D a=0.5", "train")].kinds["up-sample"] > 0
     text = bm.report(result, markdown=True)
     assert "Host overhead (channels_last" in text and "| Oct-I3D a=0.5 | train | fp32 |" in text
+    assert "operator self time (no device kernels on the CPU) by kind" in text and "| convolution ms |" in text
     assert [r["host_events"] for r in bm.to_json(result)["overhead"]] == [r.host_events for r in result["overhead"]]
+
+
+def test_kernel_kind_sorts_cuda_kernels_and_cpu_operators():
+    """Kernel names as the profiler reports them on an NVIDIA GPU (cuDNN, cuBLAS, ATen, inductor)
+    and ATen operators on the CPU, each in the kind the overhead part adds it to."""
+    from octvideo.utils.benchmark import kernel_kind
+
+    cases = {
+        "sm90_xmma_fprop_implicit_gemm_tf32f32_tf32f32_f32_nhwckrsc_nhwc_tilesize128x128x32": "convolution",
+        "sm90_xmma_dgrad_implicit_gemm_indexed_tf32f32": "convolution",
+        "void cudnn::bn_fw_inf_1C11_kernel_NCHW<float, float, true, 1>(float, float)": "batch norm",
+        "void at::native::batch_norm_collect_statistics_channels_last_kernel<...>": "batch norm",
+        "sm90_xmma_gemm_f32f32_tf32f32_f32_tn_n_tilesize128x64x32": "matmul",
+        "triton_poi_fused__native_batch_norm_legit_no_training_add_relu_12": "compiled fusion",
+        "triton_red_fused_avg_pool3d_convolution_3": "compiled fusion",
+        "void at::native::(anonymous namespace)::avg_pool3d_cuda_update_output<float, float>": "pool",
+        "void at::native::(anonymous namespace)::upsample_nearest3d_out_frame<float>": "up-sample",
+        "void cudnn::engines_precompiled::nchwToNhwcKernel<float, float, float, false>": "copy / layout",
+        "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>": "element-wise",
+        "aten::mkldnn_convolution": "convolution",
+        "autograd::engine::evaluate_function: ConvolutionBackward0": "convolution",
+        "aten::native_batch_norm": "batch norm",
+        "aten::max_pool3d_with_indices": "pool",
+        "aten::upsample_nearest3d": "up-sample",
+        "aten::addmm": "matmul",
+        "aten::add_": "element-wise",
+        "aten::copy_": "copy / layout",
+        "aten::empty": "other",
+    }
+    assert {n: kernel_kind(n) for n in cases} == cases
+
+
+def test_benchmark_overhead_part_profiles_the_compiled_call(monkeypatch):
+    """With --compile the overhead part times and profiles the compiled models (inference as the
+    test runs it, compile_for_inference; training with torch.compile) and captures no graph of
+    its own. Compilation itself is replaced here by recording wrappers (minutes on 2 CPU cores)."""
+    from octvideo.utils import benchmark as bm
+
+    wrapped = []
+
+    class Recorded(nn.Module):
+        def __init__(self, model, how, mode):
+            super().__init__()
+            self.model = model
+            wrapped.append((how, mode))
+
+        def forward(self, x):
+            return self.model(x)
+
+    monkeypatch.setattr(bm, "compile_for_inference", lambda m, mode: Recorded(m, "inference", mode))
+    monkeypatch.setattr(bm.torch, "compile", lambda m, mode: Recorded(m, "train", mode))
+    settings = bm.Settings(parts=("overhead",), groups=("I3D",), models=("I3D", "Oct-I3D a=0.5"), size=32, frames=4,
+                           repeats=1, warmup=1, modes=("inference", "train"), flops=False, compile=True,
+                           compile_mode="max-autotune-no-cudagraphs")
+    result = bm.run(settings)
+    assert sorted(wrapped) == sorted([(how, "max-autotune-no-cudagraphs") for how in ("inference", "train")] * 2)
+    assert len(result["overhead"]) == 4 and all(r.graph_ms is None and not r.graph_error for r in result["overhead"])
+    assert "compiled calls, torch.compile mode max-autotune-no-cudagraphs" in bm.report(result)
 
 
 @CUDA_ONLY

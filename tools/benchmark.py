@@ -43,7 +43,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     parser.add_argument("--only", default=",".join(bm.DEFAULT_PARTS), type=lambda v: _list(v, bm.PARTS, "--only"),
                         help="comma list of models, layers, memory, overhead (default: models,layers,memory; "
-                             "overhead: host-side events, device kernels and, on CUDA, CUDA-graph replay per model)")
+                             "overhead: host-side events, device kernels, kernel time by kind and, on CUDA, CUDA-graph replay per model)")
     parser.add_argument("--groups", default=",".join(bm.MODEL_GROUPS), type=lambda v: _list(v, bm.MODEL_GROUPS, "--groups"),
                         help="model groups (default: I3D,C2D,ResNet-50)")
     parser.add_argument("--modes", default=",".join(bm.MODES), type=lambda v: _list(v, bm.MODES, "--modes"),
@@ -58,7 +58,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=1,
                         help="clips (images) per model call, every mode (default 1; the targets are defined at 1 and "
                              "are not evaluated otherwise; single layers always run at batch 1)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile every model (MODEL.COMPILE)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every model (MODEL.COMPILE); the overhead part then profiles the compiled calls")
     parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
                         help="torch.compile's mode (MODEL.COMPILE_MODE; implies --compile; default: default)")
     parser.add_argument("--models", default="", type=lambda v: tuple(s.strip() for s in v.split(",") if s.strip()),

@@ -18,7 +18,9 @@ Method (what makes two numbers comparable on a busy machine):
 - the opt-in ``overhead`` part says whether a call is bound by the host (Python and per-operator
   dispatch) or by its kernels: the eager time beside, on CUDA, the replay of a CUDA graph of the
   same call (the kernels alone), and the host events, device kernels and kernel time of one
-  profiled call (:func:`run_overhead`).
+  profiled call, that time split by kind of kernel (convolution, batch norm, pool, up-sample,
+  compiled fusion, ...: :func:`kernel_kind`); with ``compile`` the profiled call is the compiled
+  one (:func:`run_overhead`).
 """
 import logging
 import math
@@ -517,10 +519,53 @@ class OverheadRow:
     host_events: int = 0
     kernels: Optional[int] = None
     kernel_ms: Optional[float] = None
+    # The profiled call's time by kind (:data:`KERNEL_KINDS`), milliseconds: on CUDA the device
+    # kernels' time, on the CPU the operators' self time (no device kernels there).
+    kinds: Dict[str, float] = field(default_factory=dict)
 
 
-def profile_call(fn: Callable[[], object], device: torch.device) -> Tuple[int, Optional[int], Optional[float]]:
-    """(host events, device kernels, summed kernel milliseconds) of one call of ``fn`` (after one warm call)."""
+# Kinds of work a profiled call's time is split into, in report order.
+KERNEL_KINDS = ("convolution", "batch norm", "pool", "up-sample", "compiled fusion", "matmul", "element-wise",
+                "copy / layout", "other")
+
+
+def kernel_kind(name: str) -> str:
+    """The :data:`KERNEL_KINDS` entry of a CUDA kernel or a CPU operator, from its name.
+
+    Names, not operator stacks, because a device kernel carries no link to the module that
+    launched it in ``prof.events()``. The order of the checks matters: an inductor kernel's
+    name lists the operators it fused ("triton_poi_fused__native_batch_norm_legit_no_training_
+    add_relu_3"), so fusion is decided first; cuDNN's BatchNorm kernels live in the cudnn
+    namespace beside its convolutions; cuDNN's convolutions are implicit GEMMs ("xmma_fprop_
+    implicit_gemm", "dgrad", "wgrad") while a linear layer's kernel is a plain one ("xmma_gemm").
+    """
+    n = name.lower()
+    if n.startswith(("triton", "cpp_fused")) or "triton_" in n or "cpp_fused" in n:
+        return "compiled fusion"
+    if "batch_norm" in n or "batchnorm" in n or "bn_fw" in n or "bn_bw" in n:
+        return "batch norm"
+    if "pool" in n:
+        return "pool"
+    if "upsample" in n or "interpolate" in n:
+        return "up-sample"
+    if any(k in n for k in ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm")):
+        return "convolution"
+    if any(k in n for k in ("gemm", "gemv", "addmm", "matmul", "linear", "cublas", "aten::mm", "aten::bmm")):
+        return "matmul"
+    if any(k in n for k in ("nchwtonhwc", "nhwctonchw", "copy", "clone", "contiguous", "reorder", "transpose",
+                            "permute", "aten::cat", "catarray")):
+        return "copy / layout"
+    if any(k in n for k in ("elementwise", "aten::add", "aten::relu", "aten::mul", "aten::sub", "aten::div",
+                            "threshold", "aten::fill", "aten::zero", "aten::where", "clamp")):
+        return "element-wise"
+    return "other"
+
+
+def profile_call(fn: Callable[[], object], device: torch.device) -> Tuple[int, Optional[int], Optional[float], Dict[str, float]]:
+    """(host events, device kernels, summed kernel milliseconds, milliseconds by
+    :func:`kernel_kind`) of one call of ``fn`` (after one warm call). On the CPU there are no
+    device kernels: the split is of the operators' self time (each event's time less its
+    children's), which sums to the operators' total without counting a nested call twice."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -530,16 +575,23 @@ def profile_call(fn: Callable[[], object], device: torch.device) -> Tuple[int, O
         fn()
         _sync(device)
     host, kernels, kernel_us = 0, 0, 0.0
+    device_kinds: Dict[str, float] = {}
+    host_kinds: Dict[str, float] = {}
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:
             kernels += 1
             # device_time_total in current PyTorch; cuda_time_total in older releases
-            kernel_us += getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0) or 0
+            us = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0) or 0
+            kernel_us += us
+            kind = kernel_kind(e.name)
+            device_kinds[kind] = device_kinds.get(kind, 0.0) + us / 1e3
         elif e.device_type == torch.autograd.DeviceType.CPU:
             host += 1
+            kind = kernel_kind(e.name)
+            host_kinds[kind] = host_kinds.get(kind, 0.0) + (getattr(e, "self_cpu_time_total", 0) or 0) / 1e3
     if device.type != "cuda":
-        return host, None, None
-    return host, kernels, kernel_us / 1e3
+        return host, None, None, host_kinds
+    return host, kernels, kernel_us / 1e3, device_kinds
 
 
 def capture_cuda_graph(model: nn.Module, x: torch.Tensor, precision: str, device: torch.device) -> "torch.cuda.CUDAGraph":
@@ -563,7 +615,13 @@ def run_overhead(settings: Settings) -> List[OverheadRow]:
     for inference, the median replay of a CUDA graph of the same call; and the host events,
     device kernels and kernel time of one profiled call. An eager time well above the graph
     replay (or the kernel time) is host overhead, which CUDA graphs or ``torch.compile`` remove
-    and a faster kernel does not."""
+    and a faster kernel does not. The profiled call's time is also split by kind
+    (:func:`kernel_kind`): where a model's time goes once the host is out of the way.
+
+    With ``settings.compile`` every call is the compiled one (inference:
+    :func:`compile_for_inference`, as the test runs it; training: ``torch.compile``), so the
+    split shows what is left after inductor's fusion; no separate CUDA graph is captured then
+    (under a CUDA-graph compile mode the compiled call replays its own)."""
     device = torch.device(settings.device)
     fmt = settings.memory_formats[0]
     modes = [m for m in settings.modes if m in ("inference", "train")]
@@ -580,15 +638,27 @@ def run_overhead(settings: Settings) -> List[OverheadRow]:
         shape = model_input_shape("resnet" if dims == 2 else "i3d", settings.frames, settings.size, settings.batch)
         x = torch.randn(shape, device=device).contiguous(memory_format=mf)
         target = torch.zeros(settings.batch, dtype=torch.long, device=device)
+        train_runners: Dict[str, nn.Module] = dict(built)
+        infer_runners: Dict[str, nn.Module] = dict(built)
+        if settings.compile:
+            infer_runners = {n: compile_for_inference(m, settings.compile_mode) for n, m in built.items()}
+            train_runners = {n: torch.compile(m, mode=settings.compile_mode) for n, m in built.items()}
+        # inductor's CUDA-graph trees need each call marked as a step of its own (the models interleave)
+        graphs = settings.compile and device.type == "cuda" and settings.compile_mode in CUDA_GRAPH_MODES
+        mark = torch.compiler.cudagraph_mark_step_begin if graphs else (lambda: None)
         for precision in settings.precisions:
             for mode in modes:
                 fns: Dict[str, Callable[[], None]] = {}
                 for name, m in built.items():
                     m.train(mode == "train")
                     if mode == "train":
-                        fns[name] = lambda m=m: _train_step(m, x, target, _autocast(device, precision))
+                        def step(m=train_runners[name]):
+                            mark()
+                            _train_step(m, x, target, _autocast(device, precision))
+                        fns[name] = step
                     else:
-                        def infer(m=m):
+                        def infer(m=infer_runners[name]):
+                            mark()
                             with torch.no_grad(), _autocast(device, precision):
                                 m(x)
                         fns[name] = infer
@@ -596,7 +666,7 @@ def run_overhead(settings: Settings) -> List[OverheadRow]:
                 times = interleaved_times(fns, settings.repeats, settings.warmup, device, settings.progress, label)
                 graph_times: Dict[str, List[float]] = {}
                 graph_error = ""
-                if device.type == "cuda" and mode == "inference":
+                if device.type == "cuda" and mode == "inference" and not settings.compile:
                     try:
                         graphs = {name: capture_cuda_graph(m, x, precision, device) for name, m in built.items()}
                         graph_times = interleaved_times({n: g.replay for n, g in graphs.items()}, settings.repeats,
@@ -605,10 +675,10 @@ def run_overhead(settings: Settings) -> List[OverheadRow]:
                     except RuntimeError as e:  # an operator that cannot be captured: say so, keep the rest
                         graph_error = str(e).splitlines()[0][:200]
                 for name, fn in fns.items():
-                    host, kernels, kernel_ms = profile_call(fn, device)
+                    host, kernels, kernel_ms, kinds = profile_call(fn, device)
                     rows.append(OverheadRow(group, name, mode, precision, median_ms(times[name]),
                                             median_ms(graph_times[name]) if name in graph_times else None,
-                                            graph_error, host, kernels, kernel_ms))
+                                            graph_error, host, kernels, kernel_ms, kinds))
                     _say(settings, f"{label}: {name}: {host} host events" + (
                         f", {kernels} kernels, {kernel_ms:.2f} ms of kernels" if kernels is not None else ""))
                 for m in built.values():
@@ -629,6 +699,25 @@ def overhead_table(rows: List[OverheadRow]) -> Tuple[List[str], List[List[str]]]
                       _fmt(r.graph_ms, 2) if r.graph_ms is not None else (f"failed: {r.graph_error}" if r.graph_error else ""),
                       _fmt(_ratio(r.graph_ms, b.graph_ms), 3), str(r.host_events),
                       "" if r.kernels is None else str(r.kernels), _fmt(r.kernel_ms, 2), _fmt(_ratio(r.kernel_ms, b.kernel_ms), 3)])
+    return header, table
+
+
+def kinds_table(rows: List[OverheadRow]) -> Tuple[List[str], List[List[str]]]:
+    """Milliseconds of the profiled call by :func:`kernel_kind`, with the ratio to the first
+    model of the same group, mode and precision in parentheses; kinds no row has are left out."""
+    present = [k for k in KERNEL_KINDS if any(r.kinds.get(k) for r in rows)]
+    header = ["model", "mode", "precision"] + [f"{k} ms" for k in present] + ["total ms"]
+    base: Dict[Tuple[str, str, str], OverheadRow] = {}
+    table = []
+    for r in rows:
+        b = base.setdefault((r.group, r.mode, r.precision), r)
+        cells = []
+        for k in present + ["total"]:
+            v = sum(r.kinds.values()) if k == "total" else r.kinds.get(k)
+            bv = sum(b.kinds.values()) if k == "total" else b.kinds.get(k)
+            ratio = _ratio(v, bv)
+            cells.append("" if not v else _fmt(v, 2) + (f" ({ratio:.2f})" if ratio is not None and r is not b else ""))
+        table.append([r.name, r.mode, r.precision] + cells)
     return header, table
 
 # ---------------------------------------------------------------------------- report
@@ -859,8 +948,14 @@ def report(result: Dict, markdown: bool = False) -> str:
     for title, header, table in layer_tables(result["layers"], settings):
         parts.append(title + "\n\n" + format_table(header, table, markdown))
     if result.get("overhead"):
-        parts.append(f"Host overhead ({settings.memory_formats[0]}; one profiled call per row; CUDA graph: median replay "
-                     "of a graph captured from the same inference call):\n\n" + format_table(*overhead_table(result["overhead"]), markdown))
+        compiled = f"compiled calls, torch.compile mode {settings.compile_mode}: no separate graph capture" if settings.compile \
+            else "CUDA graph: median replay of a graph captured from the same inference call"
+        parts.append(f"Host overhead ({settings.memory_formats[0]}; one profiled call per row; {compiled}):\n\n"
+                     + format_table(*overhead_table(result["overhead"]), markdown))
+        what = ("device kernel time" if settings.device.startswith("cuda")
+                else "operator self time (no device kernels on the CPU)")
+        parts.append(f"Where the profiled call's time goes: {what} by kind, ms (ratio to the first model of the "
+                     "group):\n\n" + format_table(*kinds_table(result["overhead"]), markdown))
     model_targets = [t for t in result["targets"] if not t.get("layer")]
     if model_targets:
         header = ["target", "value", "limit", "met", "margin", "per-round ratio IQR"]
