@@ -282,6 +282,24 @@ class ModelRow:
     skipped: str = ""
 
 
+def _runners(models: Dict[str, nn.Module], settings: Settings, device: torch.device
+             ) -> Tuple[Dict[str, nn.Module], Dict[str, nn.Module], Callable[[], None]]:
+    """(inference runners, training runners, per-call step mark) of ``models``.
+
+    Without ``settings.compile`` both are the models themselves. With it, training runs
+    ``torch.compile`` (MODEL.COMPILE in training) and inference a separate compiled copy with
+    the weights frozen on the CPU, as the test runs it (its graphs are built in the inference
+    rounds, before any training step changes a weight). Under a CUDA-graph mode on CUDA each call
+    is a step of its own for inductor's CUDA-graph trees (the calls of the models interleave), as
+    the trainer marks its steps: call the mark before each call."""
+    if not settings.compile:
+        return dict(models), dict(models), lambda: None
+    infer = {name: compile_for_inference(m, settings.compile_mode) for name, m in models.items()}
+    train = {name: torch.compile(m, mode=settings.compile_mode) for name, m in models.items()}
+    graphs = device.type == "cuda" and settings.compile_mode in CUDA_GRAPH_MODES
+    return infer, train, (torch.compiler.cudagraph_mark_step_begin if graphs else (lambda: None))
+
+
 def _say(settings: Settings, msg: str) -> None:
     if settings.progress:
         settings.progress(msg)
@@ -346,18 +364,8 @@ def run_models(settings: Settings) -> List[ModelRow]:
         for fmt in settings.memory_formats:
             mf = _memory_format(fmt, dims)
             x = torch.randn(shape, device=device).contiguous(memory_format=mf)
-            runners = {name: m.to(memory_format=mf) for name, m in built.items()}
-            infer_runners = runners
-            if settings.compile:
-                # Training: torch.compile (MODEL.COMPILE in training); inference: a separate
-                # compiled copy with the weights frozen (CPU), as the test runs it (its graphs
-                # are built in the inference rounds, before any training step changes a weight).
-                infer_runners = {name: compile_for_inference(m, settings.compile_mode) for name, m in runners.items()}
-                runners = {name: torch.compile(m, mode=settings.compile_mode) for name, m in runners.items()}
-            # Each call is a step of its own for inductor's CUDA-graph trees (the calls of the
-            # models interleave), as the trainer marks its steps (MODEL.COMPILE_MODE).
-            graphs = settings.compile and device.type == "cuda" and settings.compile_mode in CUDA_GRAPH_MODES
-            mark = torch.compiler.cudagraph_mark_step_begin if graphs else lambda: None
+            infer_runners, runners, mark = _runners({name: m.to(memory_format=mf) for name, m in built.items()},
+                                                    settings, device)
             for precision in settings.precisions:
                 ctx = _autocast(device, precision)
                 for mode in settings.modes:
@@ -638,14 +646,7 @@ def run_overhead(settings: Settings) -> List[OverheadRow]:
         shape = model_input_shape("resnet" if dims == 2 else "i3d", settings.frames, settings.size, settings.batch)
         x = torch.randn(shape, device=device).contiguous(memory_format=mf)
         target = torch.zeros(settings.batch, dtype=torch.long, device=device)
-        train_runners: Dict[str, nn.Module] = dict(built)
-        infer_runners: Dict[str, nn.Module] = dict(built)
-        if settings.compile:
-            infer_runners = {n: compile_for_inference(m, settings.compile_mode) for n, m in built.items()}
-            train_runners = {n: torch.compile(m, mode=settings.compile_mode) for n, m in built.items()}
-        # inductor's CUDA-graph trees need each call marked as a step of its own (the models interleave)
-        graphs = settings.compile and device.type == "cuda" and settings.compile_mode in CUDA_GRAPH_MODES
-        mark = torch.compiler.cudagraph_mark_step_begin if graphs else (lambda: None)
+        infer_runners, train_runners, mark = _runners(built, settings, device)
         for precision in settings.precisions:
             for mode in modes:
                 fns: Dict[str, Callable[[], None]] = {}
