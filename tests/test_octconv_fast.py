@@ -298,6 +298,37 @@ def test_spatial_pool_keeps_memory_format_and_values(hw):
     torch.testing.assert_close(spatial_pool2x(wide[:, 4:]), spatial_pool2x(wide[:, 4:].contiguous()))
 
 
+@pytest.mark.parametrize("shape,fmt", [((2, 6, 3, 8, 6), CL3D), ((2, 6, 8, 6), torch.channels_last)])
+def test_block_mean_pool_equals_avg_pool_and_stays_channels_last(shape, fmt):
+    """The one-reduction 2x2 pool that CUDA runs for dense channels-last maps (block_mean2x):
+    avg_pool's numbers, its gradient, the input's layout kept."""
+    from octvideo.layers.octave import block_mean2x
+
+    x = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    y = block_mean2x(x)
+    assert y.shape == shape[:-2] + (shape[-2] // 2, shape[-1] // 2) and y.is_contiguous(memory_format=fmt)
+    plain = x.detach().contiguous().requires_grad_()
+    ref = F.avg_pool3d(plain, (1, 2, 2)) if len(shape) == 5 else F.avg_pool2d(plain, 2)
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(ref)
+    y.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x.grad, plain.grad)
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("hw", [(8, 6), (7, 5)])
+def test_spatial_pool_on_cuda_equals_the_cpu_pool(hw):
+    """On CUDA, spatial_pool2x takes block_mean2x for dense channels-last maps of even size and
+    avg_pool2d otherwise (odd sizes, channel slices): the CPU's numbers and layout either way."""
+    x = torch.randn(2, 9, 3, *hw).contiguous(memory_format=CL3D)
+    for t in (x, x[:, 4:]):
+        y = spatial_pool2x(t.cuda())
+        torch.testing.assert_close(y.cpu(), spatial_pool2x(t), rtol=1e-5, atol=1e-6)
+        if t is x and hw[0] % 2 == 0:
+            assert y.is_contiguous(memory_format=CL3D)
+
+
 @pytest.mark.parametrize(
     "kernel,stride,padding",
     [((1, 1, 1), (1, 1, 1), (0, 0, 0)), ((3, 1, 1), (1, 1, 1), (1, 0, 0)), ((3, 1, 1), (2, 1, 1), (1, 0, 0)),
@@ -801,8 +832,9 @@ def test_benchmark_layer_targets_cover_inference_and_training_steps():
 
     row = bm.LayerRow("res2", "1x1x1", 0.5, 256, 64, 8, 56)
     ms = lambda conv, naive, octc: {"Conv3d": [conv], "OctConv3d a=0": [conv], "naive 4-conv": [naive], "OctConv3d": [octc]}  # noqa: E731
-    row.times[("channels_last", "inference")] = ms(2.0, 3.0, 1.0)  # 3x faster than naive, 0.5 of Conv3d
-    row.times[("channels_last", "train")] = ms(10.0, 9.0, 12.0)  # slower than both
+    row.times[("channels_last", "fp32", "inference")] = ms(2.0, 3.0, 1.0)  # 3x faster than naive, 0.5 of Conv3d
+    row.times[("channels_last", "fp32", "train")] = ms(10.0, 9.0, 12.0)  # slower than both
+    row.times[("channels_last", "bf16", "train")] = ms(10.0, 30.0, 1.0)  # bf16 is not held to the targets
     targets = [t for t in bm.check_targets([], [row]) if t.get("layer")]
     by = {(t["layer"], t["mode"]): t for t in targets}
     assert set(by) == {("naive", "inference"), ("conv3d", "inference"), ("naive", "train"), ("conv3d", "train")}
@@ -814,6 +846,80 @@ def test_benchmark_layer_targets_cover_inference_and_training_steps():
     assert "faster than the naive four-conv form (inference): 1 of 1; slower than the naive form: 0." in text
     assert "faster than the naive four-conv form (training step): 0 of 1; slower than the naive form: 1;" in text
     assert "not slower than Conv3d (training step): 0 of 1; missed" in text
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA_ONLY)])
+def test_benchmark_layers_part_times_each_octave_path_at_the_batch_and_precision_asked(monkeypatch, device):
+    """The layers part runs its cases at --batch clips per call, in each precision, and times
+    each octave path's convolution alone beside the layer; the table puts their sum against
+    Conv3d and OctConv3d against the sum. Layer targets (batch 1, fp32) are dropped at batch 2."""
+    from octvideo.utils import benchmark as bm
+
+    monkeypatch.setattr(bm, "LAYER_STAGES", (("res2", 16, 2, 8),))
+    batches = []
+    real_inputs = bm._layer_inputs
+
+    def inputs(row, octconv, device, mf, batch=1):
+        x, pair = real_inputs(row, octconv, device, mf, batch)
+        batches.append((x.shape[0], pair[0].shape[0], pair[1].shape[0]))
+        return x, pair
+
+    monkeypatch.setattr(bm, "_layer_inputs", inputs)
+    settings = bm.Settings(device=device, parts=("layers",), repeats=3, warmup=1, modes=("inference", "train"),
+                           precisions=("fp32", "bf16"), flops=False, batch=2)
+    result = bm.run(settings)
+    rows = result["layers"]
+    assert len(rows) == len(bm.LAYER_KERNELS) * len(bm.LAYER_ALPHAS)
+    assert batches and set(batches) == {(2, 2, 2)}
+    for r in rows:
+        assert set(r.times) == {("channels_last", p, m) for p in ("fp32", "bf16") for m in ("inference", "train")}
+        for t in r.times.values():
+            assert set(t) == set(bm.LAYER_IMPLS) | set(bm.LAYER_PATHS)
+            assert all(len(v) == 3 and all(s > 0 for s in v) for v in t.values())
+    assert result["targets"] == []
+    tables = bm.layer_tables(rows, settings)
+    assert [title for title, _, _ in tables] == [
+        f"Single layers, {w}, channels_last, {p}, batch 2:" for p in ("fp32", "bf16")
+        for w in ("inference (no grad)", "training step (forward + backward)")]
+    title, header, table = tables[0]
+    for r, line in zip(rows, table):
+        med = {n: bm.median_ms(v) for n, v in r.times[("channels_last", "fp32", "inference")].items()}
+        cell = dict(zip(header, line))
+        parts, total = cell["paths ms (h2h+h2l+l2h+l2l = sum)"].split(" = ")
+        assert [float(v) for v in parts.split("+")] == pytest.approx([med[n] for n in bm.LAYER_PATHS], abs=0.006)
+        assert float(total) == pytest.approx(sum(med[n] for n in bm.LAYER_PATHS), abs=0.006)
+        assert float(cell["paths / Conv3d"]) == pytest.approx(sum(med[n] for n in bm.LAYER_PATHS) / med["Conv3d"], abs=6e-4)
+        assert float(cell["Oct / paths"]) == pytest.approx(med["OctConv3d"] / sum(med[n] for n in bm.LAYER_PATHS), abs=6e-4)
+    # On CUDA each implementation's call is also profiled: its device-kernel time, by kind.
+    for r in rows:
+        if device == "cuda":
+            assert set(r.kernels) == set(r.times)
+            for k in r.kernels.values():
+                assert set(k) == set(bm.LAYER_IMPLS) | set(bm.LAYER_PATHS)
+                assert all(total > 0 and sum(kinds.values()) == pytest.approx(total, rel=1e-6)
+                           for total, kinds in k.values())
+        else:
+            assert r.kernels == {}
+    kernel_tables = bm.layer_kernel_tables(rows, settings)
+    assert len(kernel_tables) == (4 if device == "cuda" else 0)
+    # The kernel table's comparisons, on known numbers.
+    row = bm.LayerRow("res2", "1x1x1", 0.5, 256, 64, 8, 56)
+    row.kernels[("channels_last", "fp32", "inference")] = {
+        "Conv3d": (0.4, {"convolution": 0.4}), "OctConv3d a=0": (0.4, {"convolution": 0.4}),
+        "naive 4-conv": (0.9, {"convolution": 0.5, "pool": 0.4}),
+        "OctConv3d": (0.6, {"convolution": 0.25, "pool": 0.3, "element-wise": 0.05}),
+        "h2h": (0.1, {}), "h2l": (0.05, {}), "l2h": (0.05, {}), "l2l": (0.05, {})}
+    one_table = bm.layer_kernel_tables([row], bm.Settings(modes=("inference",)))
+    ((title, header, (line,)),) = one_table
+    cell = dict(zip(header, line))
+    assert title == "Single layers, device-kernel ms of one profiled call, inference (no grad), channels_last, fp32, batch 1:"
+    assert cell["Oct / Conv3d"] == "1.500" and cell["paths (h2h+h2l+l2h+l2l = sum)"] == "0.100+0.050+0.050+0.050 = 0.250"
+    assert cell["paths / Conv3d"] == "0.625" and cell["Oct / paths"] == "2.400"
+    assert cell["OctConv3d by kind"] == "pool 0.300, convolution 0.250, element-wise 0.050"
+    # At batch 1 the same run is held to the layer targets, fp32 only: two per case and mode.
+    one = bm.run(bm.Settings(device=device, parts=("layers",), repeats=1, warmup=0, modes=("inference",),
+                             precisions=("fp32", "bf16"), flops=False))
+    assert len([t for t in one["targets"] if t.get("layer")]) == 2 * len(one["layers"])
 
 
 def _load_tool():

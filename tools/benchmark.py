@@ -56,8 +56,8 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=1,
-                        help="clips (images) per model call, every mode (default 1; the targets are defined at 1 and "
-                             "are not evaluated otherwise; single layers always run at batch 1)")
+                        help="clips (images) per model or single-layer call, every mode (default 1; the targets are "
+                             "defined at 1 and are not evaluated otherwise)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile every model (MODEL.COMPILE); the overhead part then profiles the compiled calls")
     parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,

@@ -15,6 +15,9 @@ Method (what makes two numbers comparable on a busy machine):
   models of the group: :func:`cuda_step_peak_bytes`);
 - the fvcore FLOPs ratio (``octvideo.utils.flops``, reference four-path OctConv) is put
   beside every time ratio;
+- a single layer case also times each octave path's convolution alone (``LAYER_PATHS``):
+  OctConv3d against their sum is the layer's glue, their sum against Conv3d the narrower
+  convolutions' efficiency (:func:`layer_tables`);
 - the opt-in ``overhead`` part says whether a call is bound by the host (Python and per-operator
   dispatch) or by its kernels: the eager time beside, on CUDA, the replay of a CUDA graph of the
   same call (the kernels alone), and the host events, device kernels and kernel time of one
@@ -35,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from octvideo.layers import OctConv3d, reference_mode
+from octvideo.layers import OctConv3d, reference_mode, spatial_pool2x
 from octvideo.models import CUDA_GRAPH_MODES, ResNet, compile_for_inference, fuse_conv_bn
 from octvideo.utils.flops import count_flops, flop_analysis
 
@@ -76,6 +79,11 @@ LAYER_KERNELS = (("1x1x1", 4, 1), ("1x1x1", 1, 4), ("1x3x3", 1, 1))
 LAYER_ALPHAS = (0.1, 0.5)
 # Implementations of one layer case, timed round-robin.
 LAYER_IMPLS = ("Conv3d", "OctConv3d a=0", "naive 4-conv", "OctConv3d")
+# Each octave path's convolution alone, on its own input (h2l on the pooled high input, l2h and
+# l2l on the low input): timed round-robin with LAYER_IMPLS. Their sum is what the layer's
+# convolutions cost with no pooling, up-sampling, adding or stacking; OctConv3d over that sum is
+# its glue, and the sum over Conv3d the convolution kernels' efficiency against the FLOPs ratio.
+LAYER_PATHS = ("h2h", "h2l", "l2h", "l2l")
 
 TARGETS_DOC = (
     "Targets (issue Performance; CPU, fp32, batch 1, 2 threads): Oct-I3D a=0.1 inference <= 0.93 of I3D "
@@ -416,8 +424,12 @@ class LayerRow:
     frames: int
     size: int
     flops_ratio: Optional[float] = None
-    # (memory_format, mode) -> impl -> list of seconds
-    times: Dict[Tuple[str, str], Dict[str, List[float]]] = field(default_factory=dict)
+    # (memory_format, precision, mode) -> impl (LAYER_IMPLS, LAYER_PATHS) -> list of seconds
+    times: Dict[Tuple[str, str, str], Dict[str, List[float]]] = field(default_factory=dict)
+    # CUDA only: the same keys -> impl -> (summed device-kernel ms, ms by kernel_kind) of one
+    # profiled call. A small layer's timed call is mostly launch and synchronisation (tens of
+    # microseconds each), which hides how its kernels compare; the kernels' own time does not.
+    kernels: Dict[Tuple[str, str, str], Dict[str, Tuple[float, Dict[str, float]]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -443,11 +455,12 @@ def _layer_modules(row: LayerRow) -> Tuple[nn.Conv3d, OctConv3d, OctConv3d]:
     return plain, plain_oct, octconv
 
 
-def _layer_inputs(row: LayerRow, octconv: OctConv3d, device, mf) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+def _layer_inputs(row: LayerRow, octconv: OctConv3d, device, mf, batch: int = 1
+                  ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     t, s = row.frames, row.size
-    x = torch.randn(1, row.in_channels, t, s, s, device=device).contiguous(memory_format=mf)
-    high = torch.randn(1, octconv.in_high, t, s, s, device=device).contiguous(memory_format=mf)
-    low = torch.randn(1, octconv.in_low, t, (s + 1) // 2, (s + 1) // 2, device=device).contiguous(memory_format=mf)
+    x = torch.randn(batch, row.in_channels, t, s, s, device=device).contiguous(memory_format=mf)
+    high = torch.randn(batch, octconv.in_high, t, s, s, device=device).contiguous(memory_format=mf)
+    low = torch.randn(batch, octconv.in_low, t, (s + 1) // 2, (s + 1) // 2, device=device).contiguous(memory_format=mf)
     return x, (high, low)
 
 
@@ -460,6 +473,8 @@ def _layer_flops_ratio(row: LayerRow, plain: nn.Module, octconv: OctConv3d) -> f
 
 
 def run_layers(settings: Settings) -> List[LayerRow]:
+    """Each layer case's implementations and octave paths, at ``settings.batch`` clips per call,
+    in each memory format and precision (bf16: torch.autocast, as the models part)."""
     device = torch.device(settings.device)
     rows = layer_cases()
     for i, row in enumerate(rows):
@@ -473,39 +488,54 @@ def run_layers(settings: Settings) -> List[LayerRow]:
             # model.to(memory_format=...)): every implementation then reads its weights and
             # accumulates their gradients without a layout conversion per call.
             plain, plain_oct, octconv = (m.to(memory_format=mf) for m in (plain, plain_oct, octconv))
-            x, pair = _layer_inputs(row, octconv, device, mf)
-            for mode in settings.modes:
-                if mode == "fused":  # a single convolution has no BN to fold
-                    continue
-                train = mode == "train"
-                for t in (x,) + pair:
-                    t.requires_grad_(train)
-                calls = {
-                    "Conv3d": lambda: plain(x),
-                    "OctConv3d a=0": lambda: plain_oct(x),
-                    "naive 4-conv": lambda: octconv.forward_reference(*pair),
-                    "OctConv3d": lambda: octconv(pair),
-                }
+            x, pair = _layer_inputs(row, octconv, device, mf, settings.batch)
+            # h2l's input, pooled once here: its path is timed as the convolution alone.
+            pooled = spatial_pool2x(pair[0]).contiguous(memory_format=mf)
+            path_inputs = {"h2h": pair[0], "h2l": pooled, "l2h": pair[1], "l2l": pair[1]}
+            for precision in settings.precisions:
+                for mode in settings.modes:
+                    if mode == "fused":  # a single convolution has no BN to fold
+                        continue
+                    train = mode == "train"
+                    for t in (x, pooled) + pair:
+                        t.requires_grad_(train)
+                    calls = {
+                        "Conv3d": lambda: plain(x),
+                        "OctConv3d a=0": lambda: plain_oct(x),
+                        "naive 4-conv": lambda: octconv.forward_reference(*pair),
+                        "OctConv3d": lambda: octconv(pair),
+                    }
+                    for path in LAYER_PATHS:
+                        if getattr(octconv, path) is not None:
+                            calls[path] = lambda path=path: octconv._path(path_inputs[path], path)
+                    ctx = _autocast(device, precision)
 
-                def wrap(call):
-                    if not train:
-                        def fn():
-                            with torch.no_grad():
-                                call()
-                        return fn
+                    def wrap(call):
+                        if not train:
+                            def fn():
+                                with torch.no_grad(), ctx:
+                                    call()
+                            return fn
 
-                    def step():
-                        out = call()
-                        out = out if isinstance(out, tuple) else (out,)
-                        torch.autograd.backward([o.sum() for o in out])
-                    return step
+                        def step():
+                            with ctx:
+                                out = call()
+                            out = out if isinstance(out, tuple) else (out,)
+                            torch.autograd.backward([o.float().sum() for o in out])
+                        return step
 
-                fns = {name: wrap(calls[name]) for name in LAYER_IMPLS}
-                label = f"[layers {i + 1}/{len(rows)}] {row.name} {mode} {fmt}"
-                row.times[(fmt, mode)] = interleaved_times(fns, settings.repeats, settings.warmup, device, None, label)
-                _say(settings, label + ": " + ", ".join(f"{n} {median_ms(t):.2f} ms" for n, t in row.times[(fmt, mode)].items()))
-                for p in list(plain.parameters()) + list(plain_oct.parameters()) + list(octconv.parameters()) + [x, *pair]:
-                    p.grad = None
+                    fns = {name: wrap(call) for name, call in calls.items()}
+                    label = f"[layers {i + 1}/{len(rows)}] {row.name} {mode} {fmt} {precision}"
+                    key = (fmt, precision, mode)
+                    row.times[key] = interleaved_times(fns, settings.repeats, settings.warmup, device, None, label)
+                    _say(settings, label + ": " + ", ".join(f"{n} {median_ms(t):.2f} ms" for n, t in row.times[key].items()))
+                    if device.type == "cuda":
+                        row.kernels[key] = {}
+                        for name, fn in fns.items():
+                            _, _, kernel_ms, kinds = profile_call(fn, device)
+                            row.kernels[key][name] = (kernel_ms, kinds)
+                    for p in list(plain.parameters()) + list(plain_oct.parameters()) + list(octconv.parameters()) + [x, pooled, *pair]:
+                        p.grad = None
     return rows
 
 
@@ -764,25 +794,68 @@ def model_table(rows: List[ModelRow], settings: Settings) -> Tuple[List[str], Li
 
 
 def layer_tables(rows: List[LayerRow], settings: Settings) -> List[Tuple[str, List[str], List[List[str]]]]:
-    """One table per (memory format, mode): title, header, rows."""
+    """One table per (memory format, precision, mode): title, header, rows.
+
+    "paths ms": the octave paths' convolutions alone (LAYER_PATHS), h2h + h2l + l2h + l2l, and
+    their sum; "paths / Conv3d" sets that sum against the FLOPs ratio (how efficient the
+    narrower convolutions' kernels are), "Oct / paths" is the layer's glue (pools, up-sampled
+    adds, stacking) over its convolutions."""
     out = []
     for f in settings.memory_formats:
-        for m in settings.modes:
-            header = ["layer (stage, kernel, channels, alpha)", "FLOPs ratio", "Conv3d ms", "OctConv3d a=0 ms",
-                      "naive 4-conv ms", "OctConv3d ms", "Oct / Conv3d", "Oct / Oct a=0", "speed-up vs naive"]
-            table = []
-            for r in rows:
-                t = r.times.get((f, m))
-                if not t:
-                    continue
-                med = {n: median_ms(v) for n, v in t.items()}
-                table.append([r.name + f" ({r.frames}x{r.size}x{r.size})", _fmt(r.flops_ratio, 3),
-                              _fmt(med["Conv3d"], 2), _fmt(med["OctConv3d a=0"], 2), _fmt(med["naive 4-conv"], 2),
-                              _fmt(med["OctConv3d"], 2), _fmt(med["OctConv3d"] / med["Conv3d"], 3),
-                              _fmt(med["OctConv3d"] / med["OctConv3d a=0"], 3), _fmt(med["naive 4-conv"] / med["OctConv3d"], 2) + "x"])
-            if table:
-                title = f"Single layers, {'inference (no grad)' if m == 'inference' else 'training step (forward + backward)'}, {f}:"
-                out.append((title, header, table))
+        for p in settings.precisions:
+            for m in settings.modes:
+                header = ["layer (stage, kernel, channels, alpha)", "FLOPs ratio", "Conv3d ms", "OctConv3d a=0 ms",
+                          "naive 4-conv ms", "OctConv3d ms", "Oct / Conv3d", "Oct / Oct a=0", "speed-up vs naive",
+                          "paths ms (h2h+h2l+l2h+l2l = sum)", "paths / Conv3d", "Oct / paths"]
+                table = []
+                for r in rows:
+                    t = r.times.get((f, p, m))
+                    if not t:
+                        continue
+                    med = {n: median_ms(v) for n, v in t.items()}
+                    paths = [med[n] for n in LAYER_PATHS if n in med]
+                    total = sum(paths) if paths else None
+                    table.append([r.name + f" ({r.frames}x{r.size}x{r.size})", _fmt(r.flops_ratio, 3),
+                                  _fmt(med["Conv3d"], 2), _fmt(med["OctConv3d a=0"], 2), _fmt(med["naive 4-conv"], 2),
+                                  _fmt(med["OctConv3d"], 2), _fmt(med["OctConv3d"] / med["Conv3d"], 3),
+                                  _fmt(med["OctConv3d"] / med["OctConv3d a=0"], 3),
+                                  _fmt(med["naive 4-conv"] / med["OctConv3d"], 2) + "x",
+                                  "+".join(_fmt(v, 2) for v in paths) + f" = {_fmt(total, 2)}" if paths else "",
+                                  _fmt(_ratio(total, med["Conv3d"]), 3), _fmt(_ratio(med["OctConv3d"], total), 3)])
+                if table:
+                    what = "inference (no grad)" if m == "inference" else "training step (forward + backward)"
+                    title = f"Single layers, {what}, {f}, {p}, batch {settings.batch}:"
+                    out.append((title, header, table))
+    return out
+
+
+def layer_kernel_tables(rows: List[LayerRow], settings: Settings) -> List[Tuple[str, List[str], List[List[str]]]]:
+    """CUDA: the layer tables' comparisons in device-kernel time of one profiled call (no launch or
+    synchronisation), and OctConv3d's kernel time by kind (:func:`kernel_kind`)."""
+    out = []
+    for f in settings.memory_formats:
+        for p in settings.precisions:
+            for m in settings.modes:
+                header = ["layer (stage, kernel, channels, alpha)", "FLOPs ratio", "Conv3d", "OctConv3d", "Oct / Conv3d",
+                          "paths (h2h+h2l+l2h+l2l = sum)", "paths / Conv3d", "Oct / paths", "OctConv3d by kind"]
+                table = []
+                for r in rows:
+                    k = r.kernels.get((f, p, m))
+                    if not k:
+                        continue
+                    ms = {n: v[0] for n, v in k.items()}
+                    paths = [ms[n] for n in LAYER_PATHS if n in ms]
+                    total = sum(paths) if paths else None
+                    kinds = sorted(k["OctConv3d"][1].items(), key=lambda kv: -kv[1])
+                    table.append([r.name + f" ({r.frames}x{r.size}x{r.size})", _fmt(r.flops_ratio, 3),
+                                  _fmt(ms["Conv3d"], 3), _fmt(ms["OctConv3d"], 3), _fmt(_ratio(ms["OctConv3d"], ms["Conv3d"]), 3),
+                                  "+".join(_fmt(v, 3) for v in paths) + f" = {_fmt(total, 3)}" if paths else "",
+                                  _fmt(_ratio(total, ms["Conv3d"]), 3), _fmt(_ratio(ms["OctConv3d"], total), 3),
+                                  ", ".join(f"{kind} {v:.3f}" for kind, v in kinds if v >= 0.0005)])
+                if table:
+                    what = "inference (no grad)" if m == "inference" else "training step (forward + backward)"
+                    out.append((f"Single layers, device-kernel ms of one profiled call, {what}, {f}, {p}, batch {settings.batch}:",
+                                header, table))
     return out
 
 
@@ -837,11 +910,11 @@ def check_targets(models: List[ModelRow], layers: List[LayerRow]) -> List[Dict]:
     if "Oct-I3D a=0.5" in by and "I3D" in by:
         add("Oct-I3D a=0.5 / I3D saved-for-backward bytes", _ratio(by["Oct-I3D a=0.5"].saved_bytes, by["I3D"].saved_bytes), 0.68)
     # Layer targets, for inference and for the training step (the issue names no mode: both
-    # are reported), on the first memory format measured.
+    # are reported), on the first memory format measured, fp32.
     for r in layers:
         first_format = next(iter(r.times), (None,))[0]
-        for (f, m), t in r.times.items():
-            if f != first_format:
+        for (f, p, m), t in r.times.items():
+            if f != first_format or p != "fp32":
                 continue
             med_l = {n: median_ms(v) for n, v in t.items()}
             add(f"{r.name} {m}: OctConv3d / naive 4-conv (limit 1/1.3)", med_l["OctConv3d"] / med_l["naive 4-conv"],
@@ -919,11 +992,12 @@ def run(settings: Settings) -> Dict:
         result["layers"] = run_layers(settings)
     if "overhead" in settings.parts:
         result["overhead"] = run_overhead(settings)
-    # The targets are defined at batch 1 (single layers always run at batch 1), for the official
-    # octave split (OCT.CHANNEL_MULTIPLE 1).
+    # The targets are defined at batch 1, for the official octave split (OCT.CHANNEL_MULTIPLE 1;
+    # single layers always have it).
+    at_target = settings.batch == 1
     official = settings.channel_multiple == 1
-    result["targets"] = check_targets(result["models"] if settings.batch == 1 and official else [],
-                                      result["layers"] if official else [])
+    result["targets"] = check_targets(result["models"] if at_target and official else [],
+                                      result["layers"] if at_target else [])
     try:
         import os
 
@@ -946,7 +1020,7 @@ def report(result: Dict, markdown: bool = False) -> str:
                 else " (CUDA graphs: no CUDA peak memory, the graphs' pool is allocated at capture)") + ". Ratios are against the first row of each group."]
     if result["models"]:
         parts.append(format_table(*model_table(result["models"], settings), markdown))
-    for title, header, table in layer_tables(result["layers"], settings):
+    for title, header, table in layer_tables(result["layers"], settings) + layer_kernel_tables(result["layers"], settings):
         parts.append(title + "\n\n" + format_table(header, table, markdown))
     if result.get("overhead"):
         compiled = f"compiled calls, torch.compile mode {settings.compile_mode}: no separate graph capture" if settings.compile \
@@ -995,7 +1069,9 @@ def to_json(result: Dict) -> Dict:
         "layers": [
             {"name": r.name, "stage": r.stage, "kernel": r.kernel, "alpha": r.alpha, "in_channels": r.in_channels,
              "out_channels": r.out_channels, "frames": r.frames, "size": r.size, "flops_ratio": r.flops_ratio,
-             "median_ms": {"/".join(k): {n: median_ms(t) for n, t in v.items()} for k, v in r.times.items()}}
+             "median_ms": {"/".join(k): {n: median_ms(t) for n, t in v.items()} for k, v in r.times.items()},
+             "kernel_ms": {"/".join(k): {n: {"total": t, "by_kind": kinds} for n, (t, kinds) in v.items()}
+                           for k, v in r.kernels.items()}}
             for r in result["layers"]
         ],
         "targets": result["targets"],
