@@ -329,6 +329,22 @@ def test_spatial_pool_on_cuda_equals_the_cpu_pool(hw):
             assert y.is_contiguous(memory_format=CL3D)
 
 
+@CUDA_ONLY
+@pytest.mark.parametrize("shape,fmt", [((2, 9, 3, 8, 6), CL3D), ((2, 9, 3, 7, 5), CL3D), ((2, 9, 3, 8, 6), torch.contiguous_format),
+                                       ((2, 9, 8, 6), torch.channels_last)])
+def test_pool_gradient_on_cuda_equals_the_cpu_gradient(shape, fmt):
+    """pool2x_grad (the backward of the octave pools) on CUDA, where channels-last maps of even
+    size take one broadcast copy into the 2x2 blocks: the CPU's gradient, in the layout asked."""
+    from octvideo.layers.octave import pool2x_grad
+
+    pooled = shape[:-2] + ((shape[-2] + 1) // 2, (shape[-1] + 1) // 2)
+    g = torch.randn(pooled).contiguous(memory_format=fmt)
+    ref = pool2x_grad(g, shape, fmt)
+    out = pool2x_grad(g.cuda(), shape, fmt)
+    torch.testing.assert_close(out.cpu(), ref, rtol=0, atol=0)
+    assert out.is_contiguous(memory_format=fmt)
+
+
 @pytest.mark.parametrize(
     "kernel,stride,padding",
     [((1, 1, 1), (1, 1, 1), (0, 0, 0)), ((3, 1, 1), (1, 1, 1), (1, 0, 0)), ((3, 1, 1), (2, 1, 1), (1, 0, 0)),
