@@ -793,6 +793,23 @@ def model_table(rows: List[ModelRow], settings: Settings) -> Tuple[List[str], Li
     return header, table
 
 
+def _layer_table_keys(settings: Settings):
+    """(memory format, precision, mode, the mode's words for a title) of each layer table, in order."""
+    for f in settings.memory_formats:
+        for p in settings.precisions:
+            for m in settings.modes:
+                yield f, p, m, "inference (no grad)" if m == "inference" else "training step (forward + backward)"
+
+
+def _paths_cell(ms: Dict[str, float], digits: int) -> Tuple[str, Optional[float]]:
+    """The "h2h+h2l+l2h+l2l = sum" cell of the paths present in ``ms``, and that sum."""
+    paths = [ms[n] for n in LAYER_PATHS if n in ms]
+    if not paths:
+        return "", None
+    total = sum(paths)
+    return "+".join(_fmt(v, digits) for v in paths) + f" = {_fmt(total, digits)}", total
+
+
 def layer_tables(rows: List[LayerRow], settings: Settings) -> List[Tuple[str, List[str], List[List[str]]]]:
     """One table per (memory format, precision, mode): title, header, rows.
 
@@ -801,31 +818,25 @@ def layer_tables(rows: List[LayerRow], settings: Settings) -> List[Tuple[str, Li
     narrower convolutions' kernels are), "Oct / paths" is the layer's glue (pools, up-sampled
     adds, stacking) over its convolutions."""
     out = []
-    for f in settings.memory_formats:
-        for p in settings.precisions:
-            for m in settings.modes:
-                header = ["layer (stage, kernel, channels, alpha)", "FLOPs ratio", "Conv3d ms", "OctConv3d a=0 ms",
-                          "naive 4-conv ms", "OctConv3d ms", "Oct / Conv3d", "Oct / Oct a=0", "speed-up vs naive",
-                          "paths ms (h2h+h2l+l2h+l2l = sum)", "paths / Conv3d", "Oct / paths"]
-                table = []
-                for r in rows:
-                    t = r.times.get((f, p, m))
-                    if not t:
-                        continue
-                    med = {n: median_ms(v) for n, v in t.items()}
-                    paths = [med[n] for n in LAYER_PATHS if n in med]
-                    total = sum(paths) if paths else None
-                    table.append([r.name + f" ({r.frames}x{r.size}x{r.size})", _fmt(r.flops_ratio, 3),
-                                  _fmt(med["Conv3d"], 2), _fmt(med["OctConv3d a=0"], 2), _fmt(med["naive 4-conv"], 2),
-                                  _fmt(med["OctConv3d"], 2), _fmt(med["OctConv3d"] / med["Conv3d"], 3),
-                                  _fmt(med["OctConv3d"] / med["OctConv3d a=0"], 3),
-                                  _fmt(med["naive 4-conv"] / med["OctConv3d"], 2) + "x",
-                                  "+".join(_fmt(v, 2) for v in paths) + f" = {_fmt(total, 2)}" if paths else "",
-                                  _fmt(_ratio(total, med["Conv3d"]), 3), _fmt(_ratio(med["OctConv3d"], total), 3)])
-                if table:
-                    what = "inference (no grad)" if m == "inference" else "training step (forward + backward)"
-                    title = f"Single layers, {what}, {f}, {p}, batch {settings.batch}:"
-                    out.append((title, header, table))
+    header = ["layer (stage, kernel, channels, alpha)", "FLOPs ratio", "Conv3d ms", "OctConv3d a=0 ms",
+              "naive 4-conv ms", "OctConv3d ms", "Oct / Conv3d", "Oct / Oct a=0", "speed-up vs naive",
+              "paths ms (h2h+h2l+l2h+l2l = sum)", "paths / Conv3d", "Oct / paths"]
+    for f, p, m, what in _layer_table_keys(settings):
+        table = []
+        for r in rows:
+            t = r.times.get((f, p, m))
+            if not t:
+                continue
+            med = {n: median_ms(v) for n, v in t.items()}
+            cell, total = _paths_cell(med, 2)
+            table.append([r.name + f" ({r.frames}x{r.size}x{r.size})", _fmt(r.flops_ratio, 3),
+                          _fmt(med["Conv3d"], 2), _fmt(med["OctConv3d a=0"], 2), _fmt(med["naive 4-conv"], 2),
+                          _fmt(med["OctConv3d"], 2), _fmt(med["OctConv3d"] / med["Conv3d"], 3),
+                          _fmt(med["OctConv3d"] / med["OctConv3d a=0"], 3),
+                          _fmt(med["naive 4-conv"] / med["OctConv3d"], 2) + "x",
+                          cell, _fmt(_ratio(total, med["Conv3d"]), 3), _fmt(_ratio(med["OctConv3d"], total), 3)])
+        if table:
+            out.append((f"Single layers, {what}, {f}, {p}, batch {settings.batch}:", header, table))
     return out
 
 
@@ -833,29 +844,24 @@ def layer_kernel_tables(rows: List[LayerRow], settings: Settings) -> List[Tuple[
     """CUDA: the layer tables' comparisons in device-kernel time of one profiled call (no launch or
     synchronisation), and OctConv3d's kernel time by kind (:func:`kernel_kind`)."""
     out = []
-    for f in settings.memory_formats:
-        for p in settings.precisions:
-            for m in settings.modes:
-                header = ["layer (stage, kernel, channels, alpha)", "FLOPs ratio", "Conv3d", "OctConv3d", "Oct / Conv3d",
-                          "paths (h2h+h2l+l2h+l2l = sum)", "paths / Conv3d", "Oct / paths", "OctConv3d by kind"]
-                table = []
-                for r in rows:
-                    k = r.kernels.get((f, p, m))
-                    if not k:
-                        continue
-                    ms = {n: v[0] for n, v in k.items()}
-                    paths = [ms[n] for n in LAYER_PATHS if n in ms]
-                    total = sum(paths) if paths else None
-                    kinds = sorted(k["OctConv3d"][1].items(), key=lambda kv: -kv[1])
-                    table.append([r.name + f" ({r.frames}x{r.size}x{r.size})", _fmt(r.flops_ratio, 3),
-                                  _fmt(ms["Conv3d"], 3), _fmt(ms["OctConv3d"], 3), _fmt(_ratio(ms["OctConv3d"], ms["Conv3d"]), 3),
-                                  "+".join(_fmt(v, 3) for v in paths) + f" = {_fmt(total, 3)}" if paths else "",
-                                  _fmt(_ratio(total, ms["Conv3d"]), 3), _fmt(_ratio(ms["OctConv3d"], total), 3),
-                                  ", ".join(f"{kind} {v:.3f}" for kind, v in kinds if v >= 0.0005)])
-                if table:
-                    what = "inference (no grad)" if m == "inference" else "training step (forward + backward)"
-                    out.append((f"Single layers, device-kernel ms of one profiled call, {what}, {f}, {p}, batch {settings.batch}:",
-                                header, table))
+    header = ["layer (stage, kernel, channels, alpha)", "FLOPs ratio", "Conv3d", "OctConv3d", "Oct / Conv3d",
+              "paths (h2h+h2l+l2h+l2l = sum)", "paths / Conv3d", "Oct / paths", "OctConv3d by kind"]
+    for f, p, m, what in _layer_table_keys(settings):
+        table = []
+        for r in rows:
+            k = r.kernels.get((f, p, m))
+            if not k:
+                continue
+            ms = {n: v[0] for n, v in k.items()}
+            cell, total = _paths_cell(ms, 3)
+            kinds = sorted(k["OctConv3d"][1].items(), key=lambda kv: -kv[1])
+            table.append([r.name + f" ({r.frames}x{r.size}x{r.size})", _fmt(r.flops_ratio, 3),
+                          _fmt(ms["Conv3d"], 3), _fmt(ms["OctConv3d"], 3), _fmt(_ratio(ms["OctConv3d"], ms["Conv3d"]), 3),
+                          cell, _fmt(_ratio(total, ms["Conv3d"]), 3), _fmt(_ratio(ms["OctConv3d"], total), 3),
+                          ", ".join(f"{kind} {v:.3f}" for kind, v in kinds if v >= 0.0005)])
+        if table:
+            out.append((f"Single layers, device-kernel ms of one profiled call, {what}, {f}, {p}, batch {settings.batch}:",
+                        header, table))
     return out
 
 
