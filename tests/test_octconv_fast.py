@@ -244,6 +244,39 @@ def test_strategies_are_chosen_where_they_are_valid():
     assert not grouped.stack_low_paths and not grouped.pool_after_h2l
 
 
+def test_inference_strategy_follows_the_input_device(monkeypatch):
+    """The pointwise inference strategies come from the cost model of the input's device
+    type. Res2's 3x1x1 256 -> 64 layer at alpha 0.5 pools after h2l on CUDA (fitted on an
+    H200, where 1x1 convolutions are bound by memory traffic; docs/benchmarks.md) and runs its
+    paths separately on the CPU; setting the attribute forces a strategy on every device."""
+    import octvideo.layers.octconv as octconv_mod
+
+    conv = OctConv3d(256, 64, (3, 1, 1), 1, (1, 0, 0), alpha_in=0.5, alpha_out=0.5).double()
+    assert conv.inference_strategies["cuda"]["pool_after_h2l"] and not conv.inference_strategies["cpu"]["pool_after_h2l"]
+    assert not conv.pool_after_h2l  # the property reads the CPU's choice
+    widening = OctConv3d(64, 256, 1, alpha_in=0.5, alpha_out=0.5)
+    assert all(plan["upsample_before_l2h"] for plan in widening.inference_strategies.values())
+
+    pooled_after = []
+    real = octconv_mod.spatial_mean2x
+    monkeypatch.setattr(octconv_mod, "spatial_mean2x", lambda t: pooled_after.append(t.shape) or real(t))
+    x = make_input(conv, 1, 3, (6, 6), CL3D)
+    with torch.no_grad():
+        ref = conv.forward_reference(*x)
+        conv(x)
+        assert not pooled_after  # a CPU input: the CPU's plan
+        conv.inference_strategies["cpu"] = dict(conv.inference_strategies["cuda"])  # as on CUDA
+        out = conv(x)
+        assert pooled_after == [(1, conv.out_low, 3, 6, 6)]  # only h2l's 32 outputs pooled
+        for a, b in zip(out, ref):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+        conv.pool_after_h2l = False  # forced off everywhere
+        assert not any(plan["pool_after_h2l"] for plan in conv.inference_strategies.values())
+        pooled_after.clear()
+        conv(x)
+        assert not pooled_after
+
+
 def test_depthwise_and_2d_fast_paths():
     conv = OctConv3d(8, 8, (1, 3, 3), 1, (0, 1, 1), alpha_in=0.5, alpha_out=0.5, groups=8).double()
     assert_fast_matches_reference(conv, make_input(conv, 2, 2, (7, 6)))

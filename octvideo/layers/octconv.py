@@ -16,7 +16,7 @@ stable format of octvideo checkpoints; faster forward implementations must keep 
 import contextlib
 import math
 import weakref
-from typing import Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -30,16 +30,38 @@ IntOrTuple = Union[int, Sequence[int]]
 # count does not depend on which fast implementation is active (see octvideo/utils/flops.py).
 _FORCE_REFERENCE = False
 
-# Cost model of the inference strategies of forward_fast: how many multiply-adds cost as
-# much as streaming one element through memory once (read + write). Fitted to the layer
-# timings on the 2-core CPU of docs/benchmarks.md with 2 threads (oneDNN ~200 GMAC/s,
-# ~5 G element-passes/s); GPUs have the same order of ratio. Only the choice between
-# exact formulations depends on it.
-_MACS_PER_PASS = 40
+# Cost model of the inference strategies of forward_fast, per device type: how many
+# multiply-adds cost as much as streaming one element through memory once (read + write).
+# Only the choice between exact formulations depends on it, and forward_fast makes that
+# choice for the device its input is on (OctConv3d.inference_strategies).
+# - "cpu": fitted to the layer timings on the 2-core CPU of docs/benchmarks.md with 2
+#   threads (oneDNN ~200 GMAC/s, ~5 G element-passes/s). Any device type not listed uses it.
+# - "cuda": fitted to whole Oct-I3D inference calls on an H200 at batch 32 (fp32,
+#   channels_last_3d, eager; hundredth session, docs/benchmarks.md "CUDA"). The 1x1
+#   convolutions there are bound by memory traffic, so a multiply-add is nearly free next
+#   to a pass over memory: of 10, 40, 160 and 1000, 1000 was fastest (a=0.5 27.35 ms
+#   against 28.30 at the CPU's 40, a=0.1 42.58 against 43.62; I3D 27.44).
+#   The compiled forward (forward_traceable) keeps the "cpu" choice: inductor fuses the
+#   pools and adds this model prices, and its timings in docs/benchmarks.md are with it.
+_MACS_PER_PASS = {"cpu": 40, "cuda": 1000}
 # oneDNN's fp32 kernels on AVX-512 compute output channels in blocks of 16 (an h2h path of
 # 58 outputs costs 64): output channels that fill a partial block are nearly free
 # (docs/benchmarks.md, "channel blocks"). Used by the training stacking rule below.
 _CHANNEL_BLOCK = 16
+
+
+def _strategy_property(name: str) -> property:
+    """An OctConv3d attribute over ``inference_strategies``: reads the CPU's choice, writes every device's."""
+
+    def get(self) -> bool:
+        return self.inference_strategies["cpu"][name]
+
+    def set(self, value: bool) -> None:
+        for plan in self.inference_strategies.values():
+            plan[name] = bool(value)
+
+    return property(get, set, doc=f"Inference strategy {name!r} (see OctConv3d.forward_fast): the CPU's choice; "
+                                  "setting it forces it on every device.")
 
 
 def _blocked(channels: int) -> int:
@@ -159,14 +181,28 @@ class _OctConvNd(nn.Module):
         self.stack_low_paths = groups == 1 and self.l2h is not None and self.l2l is not None and not self.downsample
         pointwise = groups == 1 and kernel_size[-2:] == (1, 1) and padding[-2:] == (0, 0) and conv_stride[-2:] == (1, 1)
         kt = math.prod(kernel_size[:-2])
-        m, ih, il, oh, ol = _MACS_PER_PASS, self.in_high, self.in_low, self.out_high, self.out_low
-        # Per high-resolution output pixel: what the strategy saves > what it adds.
-        self.upsample_before_l2h = (
-            pointwise and self.l2h is not None
-            # saves the add of the up-sampled l2h output into the high output (2.25 oh);
-            # adds l2h at full resolution and writing / pooling [high, up(low)]
-            and m * 2.25 * oh > 0.75 * kt * il * oh + m * (2 * ih + 2.5 * il)
-        )
+        ih, il, oh, ol = self.in_high, self.in_low, self.out_high, self.out_low
+
+        def inference_strategies(m: float) -> Dict[str, bool]:
+            # Per high-resolution output pixel: what the strategy saves > what it adds.
+            upsample_before_l2h = (
+                pointwise and self.l2h is not None
+                # saves the add of the up-sampled l2h output into the high output (2.25 oh);
+                # adds l2h at full resolution and writing / pooling [high, up(low)]
+                and m * 2.25 * oh > 0.75 * kt * il * oh + m * (2 * ih + 2.5 * il)
+            )
+            pool_after_h2l = (
+                pointwise and self.h2l is not None and not upsample_before_l2h
+                # saves pooling the high input (1.25 ih); adds h2l at full resolution, pooling
+                # its output and a dense copy of the h2h part of the stacked output
+                and m * 1.25 * ih > 0.75 * kt * ih * ol + m * (1.25 * ol + 2 * oh)
+            )
+            return {"upsample_before_l2h": upsample_before_l2h, "pool_after_h2l": pool_after_h2l}
+
+        # Device type -> the two pointwise inference strategies that pay there (read by
+        # forward_fast for its input's device; the properties of the same names give the
+        # CPU's choice and force one for every device).
+        self.inference_strategies = {dev: inference_strategies(m) for dev, m in _MACS_PER_PASS.items()}
         # Spatial stride 2: h2h and l2h both read maps at the output's resolution (the pooled
         # high input, the un-pooled low one) and h2l, l2l the same maps pooled once more, so
         # the layer is two convolutions over stacked inputs, [pool(high), low] and its pooled
@@ -179,9 +215,11 @@ class _OctConvNd(nn.Module):
         # output channel) for the output channels the stacking adds in oneDNN's blocks (at
         # alpha 0.1, 58 + 6 channels are one block of 64, as 58 alone: nearly free), weighted
         # 4x, and copying h2h's output apart and concatenating the two gradients (~2 oh + 3 ol).
-        # Fitted to whole Oct-I3D training steps (2026-11-29, docs/benchmarks.md): stacking
+        # Fitted to whole Oct-I3D training steps (2026-11-29, docs/benchmarks.md; on the CPU,
+        # for every device: GPU training steps were bound by the host): stacking
         # pays for the 4w -> w layers at alpha 0.1, where the added channels fill a partial
         # block, and costs 4% of an alpha 0.25 step, where they do not; not for w -> 4w layers.
+        m = _MACS_PER_PASS["cpu"]
         added = _blocked(oh + ol) - _blocked(oh)
         stack_saving = m * 6.5 * ih - (4 * 2.25 * kt * ih * added + m * (2 * oh + 3 * ol))
         self.pointwise_h2l = pointwise and self.h2l is not None and self.h2h is not None and stack_saving > 0
@@ -191,12 +229,14 @@ class _OctConvNd(nn.Module):
         # res4 1024 -> 256 at alpha 0.1 stacks from 221 pixels: its 4x14x14 maps, not 4x7x7).
         # Below this many high-resolution pixels (N T H W) the paths run separately.
         self.pointwise_h2l_min_pixels = 2 * m * kt * ih * (oh + ol) / stack_saving if stack_saving > 0 else math.inf
-        self.pool_after_h2l = (
-            pointwise and self.h2l is not None and not self.upsample_before_l2h
-            # saves pooling the high input (1.25 ih); adds h2l at full resolution, pooling
-            # its output and a dense copy of the h2h part of the stacked output
-            and m * 1.25 * ih > 0.75 * kt * ih * ol + m * (1.25 * ol + 2 * oh)
-        )
+
+    def _inference_strategy(self, device: torch.device) -> Dict[str, bool]:
+        return self.inference_strategies.get(device.type) or self.inference_strategies["cpu"]
+
+    # The pointwise inference strategies (see forward_fast): reading one gives the CPU's
+    # choice; setting one forces it on every device.
+    upsample_before_l2h = _strategy_property("upsample_before_l2h")
+    pool_after_h2l = _strategy_property("pool_after_h2l")
 
     def __getstate__(self):
         # The inference cache of stacked weights (_merged_weights) is derived state: copies
@@ -289,7 +329,9 @@ class _OctConvNd(nn.Module):
           keeps anyway) and recomputes the pooled one there (``_ConvOfPooled``), as every
           path of a spatial-stride-2 layer does (:meth:`_forward_strided_autograd`), and the
           pools' backward writes the gradient directly (:func:`pool2x`).
-        Without autograd (inference) also, where ``__init__``'s cost model says it pays:
+        Without autograd (inference) also, where ``__init__``'s cost model says it pays (for
+        ``pool_after_h2l`` and ``upsample_before_l2h``, the model of the input's device type,
+        ``inference_strategies``):
         - ``stack_low_paths``: l2h and l2l read the same input, so they run as one
           convolution with their weights stacked on the output channels;
         - ``pool_after_h2l`` (kernels 1x1 in space, where pooling commutes with the
@@ -316,11 +358,12 @@ class _OctConvNd(nn.Module):
             high = pool2x(high)
             if low is not None:
                 low = pool2x(low)
-        if stack and (self.upsample_before_l2h or self.join_strided):
+        plan = self._inference_strategy(high.device) if stack else None
+        if stack and (plan["upsample_before_l2h"] or self.join_strided):
             return self._forward_joined(high, low_for_l2h, low)
         high_to_low = None
         strided_high = False  # y_high is a channel slice of a stacked output, not yet dense
-        if stack and self.pool_after_h2l:
+        if stack and plan["pool_after_h2l"]:
             y_high, high_to_low = self._stacked(high, ("h2h", "h2l"))
             high_to_low = spatial_mean2x(high_to_low)
             strided_high = True
@@ -484,7 +527,8 @@ class _OctConvNd(nn.Module):
         (under inductor's freezing, inference, the concatenation is folded into a constant
         once); pools and the up-sampled l2h add are pointwise forms the compiler fuses
         (:func:`_pool2x_traceable`, :func:`_add_upsampled_traceable`). Without autograd the
-        ``upsample_before_l2h``, ``join_strided`` and ``pool_after_h2l`` strategies apply as in eager; under
+        ``upsample_before_l2h``, ``join_strided`` and ``pool_after_h2l`` strategies apply as in eager
+        (the first and last as chosen for the CPU on every device: see ``_MACS_PER_PASS``); under
         autograd h2h and h2l stack only behind the ``pointwise_h2l`` gate, as in eager, and
         l2h and l2l stack always (the compiler chooses what to keep for backward).
         Same numbers as :meth:`forward_reference` up to float rounding (tests).

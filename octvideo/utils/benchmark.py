@@ -290,6 +290,11 @@ class ModelRow:
     skipped: str = ""
 
 
+def _uses_cuda_graphs(settings: Settings, device: torch.device) -> bool:
+    """Whether the compiled runners replay CUDA graphs (a CUDA-graph compile mode on CUDA)."""
+    return settings.compile and device.type == "cuda" and settings.compile_mode in CUDA_GRAPH_MODES
+
+
 def _runners(models: Dict[str, nn.Module], settings: Settings, device: torch.device
              ) -> Tuple[Dict[str, nn.Module], Dict[str, nn.Module], Callable[[], None]]:
     """(inference runners, training runners, per-call step mark) of ``models``.
@@ -304,8 +309,8 @@ def _runners(models: Dict[str, nn.Module], settings: Settings, device: torch.dev
         return dict(models), dict(models), lambda: None
     infer = {name: compile_for_inference(m, settings.compile_mode) for name, m in models.items()}
     train = {name: torch.compile(m, mode=settings.compile_mode) for name, m in models.items()}
-    graphs = device.type == "cuda" and settings.compile_mode in CUDA_GRAPH_MODES
-    return infer, train, (torch.compiler.cudagraph_mark_step_begin if graphs else (lambda: None))
+    mark = torch.compiler.cudagraph_mark_step_begin if _uses_cuda_graphs(settings, device) else (lambda: None)
+    return infer, train, mark
 
 
 def _say(settings: Settings, msg: str) -> None:
@@ -403,7 +408,7 @@ def run_models(settings: Settings) -> List[ModelRow]:
                         by_name[name].times[(fmt, precision, mode)] = t
                     # Not under CUDA graphs: their private memory pool is allocated at capture, before
                     # the step measured, which would then report only its own few allocations.
-                    if device.type == "cuda" and mode == "train" and not graphs:
+                    if device.type == "cuda" and mode == "train" and not _uses_cuda_graphs(settings, device):
                         for name, fn in fns.items():
                             by_name[name].cuda_peak_bytes[(fmt, precision)] = cuda_step_peak_bytes(
                                 fn, built[name], built.values(), device)
