@@ -43,7 +43,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     parser.add_argument("--only", default=",".join(bm.DEFAULT_PARTS), type=lambda v: _list(v, bm.PARTS, "--only"),
                         help="comma list of models, layers, memory, overhead (default: models,layers,memory; "
-                             "overhead: host-side events, device kernels, kernel time by kind and, on CUDA, CUDA-graph replay per model)")
+                             "overhead: host-side events, device kernels, kernel time by kind and, on CUDA, "
+                             "CUDA-graph replay per model and mode, a training step captured whole)")
     parser.add_argument("--groups", default=",".join(bm.MODEL_GROUPS), type=lambda v: _list(v, bm.MODEL_GROUPS, "--groups"),
                         help="model groups (default: I3D,C2D,ResNet-50)")
     parser.add_argument("--modes", default=",".join(bm.MODES), type=lambda v: _list(v, bm.MODES, "--modes"),

@@ -72,7 +72,8 @@ _C.OCT.ALPHA = 0.0
 # 24, 48 with 8. Measured (docs/benchmarks.md, "Aligned octave split"; medians of three runs):
 # Oct-I3D a=0.1 on 2 CPU threads, training step 1.18 -> 1.08 of I3D with 8 (0.99 with 16, which
 # also has 5% fewer FLOPs), inference 1.04 -> 1.02 (0.98); on an H200 under MODEL.COMPILE_MODE
-# reduce-overhead at batch 8, 1.72 -> 1.47 of I3D with 8.
+# reduce-overhead at batch 8, 1.72 -> 1.47 of I3D with 8, and in an eager fp32 training step at
+# batch 32, 2.22 -> 1.47 (on unaligned widths cuDNN picks a scalar channels-last BatchNorm kernel).
 # Checkpoints of one split do not load into the other (a shape error names the tensor).
 _C.OCT.CHANNEL_MULTIPLE = 1
 

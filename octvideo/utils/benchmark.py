@@ -553,8 +553,8 @@ class OverheadRow:
     mode: str  # "inference" or "train"
     precision: str
     eager_ms: float
-    # Median replay of a CUDA graph captured from the same call (CUDA, inference): no Python,
-    # no per-operator dispatch or launch, the kernels alone.
+    # Median replay of a CUDA graph captured from the same call (CUDA; a training step is captured
+    # whole): no Python, no per-operator dispatch or launch, the kernels alone.
     graph_ms: Optional[float] = None
     graph_error: str = ""
     # One profiled call (torch.profiler): host-side events (operators, their children and the
@@ -581,13 +581,16 @@ def kernel_kind(name: str) -> str:
     add_relu_3"), so fusion is decided first; cuDNN's BatchNorm kernels live in the cudnn
     namespace beside its convolutions; cuDNN's convolutions are implicit GEMMs ("xmma_fprop_
     implicit_gemm", "dgrad", "wgrad") while a linear layer's kernel is a plain one ("xmma_gemm").
+    A mean reduction ("MeanOps") is a pool: the models' only means are the head's global average
+    pool and, on CUDA, the octave 2x2 block means (``block_mean2x``). cuDNN's channel padding of
+    unaligned widths before a convolution ("nhwcAddPaddingKernel") is a layout copy.
     """
     n = name.lower()
     if n.startswith(("triton", "cpp_fused")) or "triton_" in n or "cpp_fused" in n:
         return "compiled fusion"
     if "batch_norm" in n or "batchnorm" in n or "bn_fw" in n or "bn_bw" in n:
         return "batch norm"
-    if "pool" in n:
+    if "pool" in n or "meanops" in n or n == "aten::mean":
         return "pool"
     if "upsample" in n or "interpolate" in n:
         return "up-sample"
@@ -596,7 +599,7 @@ def kernel_kind(name: str) -> str:
     if any(k in n for k in ("gemm", "gemv", "addmm", "matmul", "linear", "cublas", "aten::mm", "aten::bmm")):
         return "matmul"
     if any(k in n for k in ("nchwtonhwc", "nhwctonchw", "copy", "clone", "contiguous", "reorder", "transpose",
-                            "permute", "aten::cat", "catarray")):
+                            "permute", "aten::cat", "catarray", "addpadding")):
         return "copy / layout"
     if any(k in n for k in ("elementwise", "aten::add", "aten::relu", "aten::mul", "aten::sub", "aten::div",
                             "threshold", "aten::fill", "aten::zero", "aten::where", "clamp")):
@@ -637,25 +640,44 @@ def profile_call(fn: Callable[[], object], device: torch.device) -> Tuple[int, O
     return host, kernels, kernel_us / 1e3, device_kinds
 
 
-def capture_cuda_graph(model: nn.Module, x: torch.Tensor, precision: str, device: torch.device) -> "torch.cuda.CUDAGraph":
-    """A CUDA graph of one no-grad call of ``model`` on ``x`` (warmed up on a side stream first)."""
+def capture_cuda_graph(call: Callable[[], object], device: torch.device) -> "torch.cuda.CUDAGraph":
+    """A CUDA graph of ``call`` (a no-grad model call or a whole training step), warmed up on a
+    side stream first as CUDA-graph capture requires.
+
+    A training step (:func:`_train_step`) sets every ``.grad`` to None before its forward, so
+    the captured backward writes the gradients into buffers of the graph's own pool, and each
+    replay overwrites them (no accumulation across replays). BatchNorm's running statistics are
+    updated in place on every replay, as an eager step does."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
         for _ in range(3):
-            with torch.no_grad(), _autocast(device, precision, cache_enabled=False):
-                model(x)
+            call()
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), _autocast(device, precision, cache_enabled=False), torch.cuda.graph(graph):
-        model(x)
+    with torch.cuda.graph(graph):
+        call()
     return graph
+
+
+def _graph_call(model: nn.Module, mode: str, x: torch.Tensor, target: torch.Tensor, precision: str,
+                device: torch.device) -> Callable[[], None]:
+    """The eager call the ``overhead`` part captures for ``mode``: autocast without its weight
+    cache (a cached cast made during capture would be freed after it)."""
+    if mode == "train":
+        return lambda: _train_step(model, x, target, _autocast(device, precision, cache_enabled=False))
+
+    def infer():
+        with torch.no_grad(), _autocast(device, precision, cache_enabled=False):
+            model(x)
+    return infer
 
 
 def run_overhead(settings: Settings) -> List[OverheadRow]:
     """Host-bound or kernel-bound (``overhead`` part): per model of the selected groups, on the
     first memory format, per precision and mode (inference, train): the eager median; on CUDA,
-    for inference, the median replay of a CUDA graph of the same call; and the host events,
+    the median replay of a CUDA graph of the same call (for training, the whole step: forward,
+    loss and backward; :func:`capture_cuda_graph`); and the host events,
     device kernels and kernel time of one profiled call. An eager time well above the graph
     replay (or the kernel time) is host overhead, which CUDA graphs or ``torch.compile`` remove
     and a faster kernel does not. The profiled call's time is also split by kind
@@ -702,9 +724,10 @@ def run_overhead(settings: Settings) -> List[OverheadRow]:
                 times = interleaved_times(fns, settings.repeats, settings.warmup, device, settings.progress, label)
                 graph_times: Dict[str, List[float]] = {}
                 graph_error = ""
-                if device.type == "cuda" and mode == "inference" and not settings.compile:
+                if device.type == "cuda" and not settings.compile:
                     try:
-                        graphs = {name: capture_cuda_graph(m, x, precision, device) for name, m in built.items()}
+                        graphs = {name: capture_cuda_graph(_graph_call(m, mode, x, target, precision, device), device)
+                                  for name, m in built.items()}
                         graph_times = interleaved_times({n: g.replay for n, g in graphs.items()}, settings.repeats,
                                                         settings.warmup, device, settings.progress, label + " CUDA graph")
                         del graphs
@@ -1035,7 +1058,7 @@ def report(result: Dict, markdown: bool = False) -> str:
         parts.append(title + "\n\n" + format_table(header, table, markdown))
     if result.get("overhead"):
         compiled = f"compiled calls, torch.compile mode {settings.compile_mode}: no separate graph capture" if settings.compile \
-            else "CUDA graph: median replay of a graph captured from the same inference call"
+            else "CUDA graph: median replay of a graph captured from the same call; a training step is captured whole, forward, loss and backward"
         parts.append(f"Host overhead ({settings.memory_formats[0]}; one profiled call per row; {compiled}):\n\n"
                      + format_table(*overhead_table(result["overhead"]), markdown))
         what = ("device kernel time" if settings.device.startswith("cuda")
