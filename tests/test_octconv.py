@@ -220,6 +220,41 @@ def test_octave_batch_norm_eval_equals_one_batch_norm_per_branch(dims, affine):
         bn((x[0][0], x[1][0]))
 
 
+@pytest.mark.parametrize("dims,affine", [(3, True), (2, True), (3, False)])
+def test_matrix_batch_norm_equals_batch_norm_in_training(dims, affine):
+    # The CUDA route for unaligned widths (octave._MatrixBatchNorm) must be nn.BatchNorm's
+    # training step exactly: output and its layout, running statistics, the batch counter and
+    # every gradient, with the models' in-place ReLU after it.
+    from octvideo.layers.octave import matrix_batch_norm
+
+    bn_cls = nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d
+    fmt = torch.channels_last_3d if dims == 3 else torch.channels_last
+    ref, bn = (bn_cls(7, affine=affine).double() for _ in range(2))
+    if affine:
+        with torch.no_grad():
+            ref.weight.uniform_(0.5, 2)
+            ref.bias.uniform_(-1, 1)
+    bn.load_state_dict(ref.state_dict())
+    shape = (3, 7, 4, 5, 6) if dims == 3 else (3, 7, 5, 6)
+    x = (torch.randn(shape, dtype=torch.float64) * 2 + 1).contiguous(memory_format=fmt)
+    g = torch.randn(x.shape, dtype=torch.float64)  # contiguous: the backward must take any layout
+    outs, grads = [], []
+    for module, fn in ((ref, lambda m, t: m(t)), (bn, matrix_batch_norm)):
+        xi = x.clone().requires_grad_()
+        for _ in range(2):  # two steps: the running statistics compound
+            y = torch.relu_(fn(module, xi))
+        y.backward(g)
+        outs.append(y)
+        grads.append([xi.grad] + ([module.weight.grad, module.bias.grad] if affine else []))
+    assert outs[1].is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(outs[1], outs[0])
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b)
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(bn.state_dict()[key], value, msg=key)
+    assert int(bn.num_batches_tracked) == 2
+
+
 def test_reference_mode_gives_same_result():
     conv = OctConv3d(8, 8, (1, 3, 3), 1, (0, 1, 1), alpha_in=0.5, alpha_out=0.5).double()
     x = rand_oct(1, 4, 4, 2, 7, 5)

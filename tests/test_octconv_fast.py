@@ -1,4 +1,5 @@
 """The fast OctConv forward computes what the four-path reference computes (values and gradients)."""
+import copy
 import importlib.util
 import itertools
 import os
@@ -692,6 +693,43 @@ def test_cuda_autocast_training_step_tracks_float32(small_cfg, dtype):
     assert (y - y32).abs().max() <= 0.1 * y32.abs().max(), (y - y32).abs().max()
     cos_fast, cos_ref = F.cosine_similarity(g, g32, dim=0), F.cosine_similarity(g_ref, g32, dim=0)
     assert cos_ref > 0.8 and cos_fast >= cos_ref - 0.05, (cos_fast, cos_ref)
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_octave_batch_norm_on_cuda_routes_large_unaligned_widths_off_cudnn(dtype):
+    """Training-mode OctBatchNorm on CUDA: a large float32 channels-last branch whose width is not a
+    multiple of 4 takes PyTorch's kernels on its (pixels, channels) matrix; a small one, and bf16
+    (autocast's input, not on cuDNN anyway), keep nn.BatchNorm3d. All give nn.BatchNorm3d's output,
+    running statistics and gradients."""
+    from octvideo.layers import OctBatchNorm
+    from octvideo.layers.octave import _MATRIX_BN_MIN_NUMEL
+
+    torch.manual_seed(0)
+    bn = OctBatchNorm(64, 0.1).cuda()  # 58 high, 6 low channels
+    ref = copy.deepcopy(bn)
+    n = -(-_MATRIX_BN_MIN_NUMEL // (58 * 4 * 56 * 56))
+    x = (torch.randn(n, 58, 4, 56, 56, device="cuda", dtype=dtype).contiguous(memory_format=CL3D),
+         torch.randn(n, 6, 4, 8, 8, device="cuda", dtype=dtype).contiguous(memory_format=CL3D))
+    g = tuple(torch.randn_like(t) for t in x)
+    results = []
+    for module, route in ((bn, True), (ref, False)):
+        xi = tuple(t.clone().requires_grad_() for t in x)
+        y = module(xi) if route else (module.h(xi[0]), module.l(xi[1]))
+        names = [type(t.grad_fn).__name__ for t in y]
+        torch.autograd.backward([torch.relu(t) for t in y], g)
+        results.append((y, [t.grad for t in xi], [p.grad for p in module.parameters()], module.state_dict()))
+        if route:
+            routed = [name.startswith("_MatrixBatchNorm") for name in names]
+            assert routed == [dtype == torch.float32, False], names
+    assert results[0][0][0].is_contiguous(memory_format=CL3D)
+    low = dtype == torch.bfloat16
+    for a, b in zip(results[0][0] + tuple(results[0][1]), results[1][0] + tuple(results[1][1])):
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2 if low else 1e-4, atol=2e-2 if low else 1e-4)
+    for a, b in zip(results[0][2], results[1][2]):  # sums over about a million pixels
+        torch.testing.assert_close(a, b, rtol=2e-2 if low else 1e-3, atol=1.0 if low else 1e-2)
+    for key, value in results[1][3].items():
+        torch.testing.assert_close(results[0][3][key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
 @CUDA_ONLY

@@ -408,10 +408,77 @@ class OctBatchNorm(nn.Module):
             # at batch 1 the Python around them was half their time on res4/res5 maps).
             # Branch modules with hooks take the module call, so their hooks run.
             return _bn_eval(h, x[0]), _bn_eval(l, x[1])
-        return h(x[0]), l(x[1])
+        return _bn_train(h, x[0]), _bn_train(l, x[1])
 
 
 _PLAIN_BN = (nn.BatchNorm2d, nn.BatchNorm3d)
+
+# Training-mode BatchNorm on CUDA of a channels-last feature whose width is not a multiple of 4
+# (the official split's low and high widths at alpha 0.1: 6, 25, 51, 58, 231, 461, 922): cuDNN
+# runs it with a scalar kernel (vector width 1; I3D's widths get width 4). Viewed as a
+# (N*T*H*W, C) matrix, the same memory goes through PyTorch's own BatchNorm kernels instead, at
+# half the time on large maps and slower on small ones (H200, batch 32, hundred-and-nineteenth
+# session, docs/benchmarks.md). Hence the size gate: at least this many elements. float32 only:
+# cuDNN takes no bfloat16 BatchNorm here (PyTorch's own 5-D kernels already run it), and routed
+# under bf16 autocast the eager a=0.1 step ran 1.15-1.3x longer (kernels 5% shorter).
+_MATRIX_BN_MIN_NUMEL = 1 << 23
+
+
+def _bn_train(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)`` in training mode; unaligned, large, float32 channels-last CUDA features take
+    :class:`_MatrixBatchNorm` (same numbers, PyTorch's kernels instead of cuDNN's scalar one)."""
+    if (x.is_cuda and x.dtype == torch.float32 and x.shape[1] % 4 and x.numel() >= _MATRIX_BN_MIN_NUMEL
+            and bn.training
+            and type(bn) in _PLAIN_BN and bn.track_running_stats and bn.momentum is not None
+            and bn.running_mean is not None and x.dim() == (5 if type(bn) is nn.BatchNorm3d else 4)
+            and _dense_channels_last(x) and not (bn._forward_hooks or bn._forward_pre_hooks)
+            and not torch.compiler.is_compiling()):
+        return matrix_batch_norm(bn, x)
+    return bn(x)
+
+
+def matrix_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """Training-mode ``bn(x)`` for a dense channels-last ``x``, computed on its memory viewed as a
+    (pixels, channels) matrix: the output, the running statistics, ``num_batches_tracked`` and the
+    gradients are those of ``bn(x)``, and the output keeps ``x``'s layout."""
+    bn.num_batches_tracked.add_(1)
+    return _MatrixBatchNorm.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps)
+
+
+def _as_matrix(t: torch.Tensor) -> torch.Tensor:
+    """A dense channels-last (N, C, *spatial) tensor as its (N*spatial, C) matrix (a view; a copy
+    only if ``t`` is not channels-last, as an incoming gradient may not be)."""
+    return t.permute(0, *range(2, t.dim()), 1).reshape(-1, t.shape[1])
+
+
+def _from_matrix(m: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The inverse of :func:`_as_matrix`: the (N*spatial, C) matrix ``m`` as a channels-last ``shape``."""
+    n, c, *spatial = shape
+    return m.view(n, *spatial, c).permute(0, len(shape) - 1, *range(1, len(shape) - 1))
+
+
+class _MatrixBatchNorm(torch.autograd.Function):
+    # A Function returning a tensor of its own (function_output), not views around F.batch_norm:
+    # the models' in-place ReLU on a view makes autograd copy every gradient through its
+    # view-plus-in-place handling (measured: 33 ms of copies in the a=0.1 step, more than the
+    # kernels saved).
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        out, mean, invstd = torch.native_batch_norm(_as_matrix(x), weight, bias, running_mean, running_var,
+                                                    True, momentum, eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        return function_output(_from_matrix(out, x.shape))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight, mean, invstd = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
+                ctx.needs_input_grad[2]]
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            _as_matrix(grad), _as_matrix(x), weight, None, None, mean, invstd, True, ctx.eps, mask)
+        return (None if gx is None else _from_matrix(gx, x.shape)), gw, gb, None, None, None, None
 
 
 def _bn_eval(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
