@@ -414,13 +414,14 @@ class OctBatchNorm(nn.Module):
 _PLAIN_BN = (nn.BatchNorm2d, nn.BatchNorm3d)
 
 # Training-mode BatchNorm on CUDA of a channels-last feature whose width is not a multiple of 4
-# (the official split's low and high widths at alpha 0.1: 6, 25, 51, 58, 231, 461, 922): cuDNN
+# (the official split's low and high widths at alpha 0.1: 6, 25, 51, 58, 102, 231, 461, 922): cuDNN
 # runs it with a scalar kernel (vector width 1; I3D's widths get width 4). Viewed as a
 # (N*T*H*W, C) matrix, the same memory goes through PyTorch's own BatchNorm kernels instead, at
 # half the time on large maps and slower on small ones (H200, batch 32, hundred-and-nineteenth
-# session, docs/benchmarks.md). Hence the size gate: at least this many elements. float32 only:
-# cuDNN takes no bfloat16 BatchNorm here (PyTorch's own 5-D kernels already run it), and routed
-# under bf16 autocast the eager a=0.1 step ran 1.15-1.3x longer (kernels 5% shorter).
+# session, docs/benchmarks.md). Hence the size gate: at least this many elements. Training only:
+# cuDNN's inference kernel has no such penalty (the matrix route made batch-32 a=0.1 inference
+# 4% slower). float32 only: cuDNN takes no bfloat16 BatchNorm here (PyTorch's own 5-D kernels
+# already run it), and routed under bf16 autocast the eager a=0.1 step ran 1.15-1.3x longer.
 _MATRIX_BN_MIN_NUMEL = 1 << 23
 
 
