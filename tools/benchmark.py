@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed and memory of vanilla vs Oct networks and layers, side by side (docs/benchmarks.md).
 
-    python tools/benchmark.py [--device cpu|cuda] [--threads N] [--repeats N] [--only models,layers,memory,overhead]
+    python tools/benchmark.py [--device cpu|cuda] [--threads N] [--repeats N] [--only models,layers,memory,overhead,gemm]
                               [--groups I3D,C2D,ResNet-50] [--modes inference,fused,train]
                               [--memory-format channels_last|contiguous|both] [--precision fp32|bf16|both]
                               [--models NAMES] [--compile] [--compile-mode MODE] [--markdown | --json]
@@ -42,9 +42,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds; the median is reported (default 7)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     parser.add_argument("--only", default=",".join(bm.DEFAULT_PARTS), type=lambda v: _list(v, bm.PARTS, "--only"),
-                        help="comma list of models, layers, memory, overhead (default: models,layers,memory; "
+                        help="comma list of models, layers, memory, overhead, gemm (default: models,layers,memory; "
                              "overhead: host-side events, device kernels, kernel time by kind and, on CUDA, "
-                             "CUDA-graph replay per model and mode, a training step captured whole)")
+                             "CUDA-graph replay per model and mode, a training step captured whole; "
+                             "gemm: every 1x1 convolution of a training step, and whole calls, as the models "
+                             "run them and as one matrix product on the channels-last view, fp32)")
     parser.add_argument("--groups", default=",".join(bm.MODEL_GROUPS), type=lambda v: _list(v, bm.MODEL_GROUPS, "--groups"),
                         help="model groups (default: I3D,C2D,ResNet-50)")
     parser.add_argument("--modes", default=",".join(bm.MODES), type=lambda v: _list(v, bm.MODES, "--modes"),

@@ -23,7 +23,10 @@ Method (what makes two numbers comparable on a busy machine):
   same call (the kernels alone), and the host events, device kernels and kernel time of one
   profiled call, that time split by kind of kernel (convolution, batch norm, pool, up-sample,
   compiled fusion, ...: :func:`kernel_kind`); with ``compile`` the profiled call is the compiled
-  one (:func:`run_overhead`).
+  one (:func:`run_overhead`);
+- the opt-in ``gemm`` part times every 1x1 convolution of a training step, and whole calls,
+  as the models run them and as one matrix product on the channels-last rows view
+  (:mod:`octvideo.utils.benchmark_gemm`: would it dodge cuDNN's channel padding at a=0.1?).
 """
 import logging
 import math
@@ -42,8 +45,9 @@ from octvideo.layers import OctConv3d, reference_mode, spatial_pool2x
 from octvideo.models import CUDA_GRAPH_MODES, ResNet, compile_for_inference, fuse_conv_bn
 from octvideo.utils.flops import count_flops, flop_analysis
 
-PARTS = ("models", "layers", "memory", "overhead")
-# What a run measures unless --only says otherwise; "overhead" (a profiled call per model) is opt-in.
+PARTS = ("models", "layers", "memory", "overhead", "gemm")
+# What a run measures unless --only says otherwise; "overhead" (a profiled call per model) and
+# "gemm" (1x1 convolutions as matrix products: octvideo.utils.benchmark_gemm) are opt-in.
 DEFAULT_PARTS = ("models", "layers", "memory")
 
 # (group, display name, MODEL.ARCH or "pytorchvideo", OCT.ALPHA); the first row of a group
@@ -746,6 +750,35 @@ def run_overhead(settings: Settings) -> List[OverheadRow]:
     return rows
 
 
+def run_gemm_part(settings: Settings):
+    """The ``gemm`` part: per selected group, its octvideo models (pytorchvideo's I3D calls no
+    octvideo convolution) in channels-last fp32 through
+    :func:`octvideo.utils.benchmark_gemm.run_gemm`; (shape rows, call rows) of all groups."""
+    from octvideo.utils.benchmark_gemm import run_gemm
+
+    device = torch.device(settings.device)
+    shape_rows, call_rows = [], []
+    for group in settings.groups:
+        dims = 2 if group == "ResNet-50" else 3
+        mf = _memory_format("channels_last", dims)
+        built: Dict[str, nn.Module] = {}
+        for _, name, arch, alpha in (r for r in MODEL_ROWS if r[0] == group and (not settings.models or r[1] in settings.models)):
+            if arch == "pytorchvideo":
+                continue
+            _say(settings, f"[gemm] building {name}")
+            built[name] = build_benchmark_model(arch, alpha, settings.channel_multiple).to(device).to(memory_format=mf)
+        if not built:
+            continue
+        shape = model_input_shape("resnet" if dims == 2 else "i3d", settings.frames, settings.size, settings.batch)
+        x = torch.randn(shape, device=device).contiguous(memory_format=mf)
+        target = torch.zeros(settings.batch, dtype=torch.long, device=device)
+        shapes, calls = run_gemm(settings, built, x, target)
+        shape_rows += shapes
+        call_rows += calls
+        del built
+    return shape_rows, call_rows
+
+
 def overhead_table(rows: List[OverheadRow]) -> Tuple[List[str], List[List[str]]]:
     """Ratios against the first model of the same group, mode and precision."""
     header = ["model", "mode", "precision", "eager ms", "eager ratio", "CUDA graph ms", "graph ratio",
@@ -1019,13 +1052,16 @@ def run(settings: Settings) -> Dict:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
-    result = {"machine": machine_description(device), "settings": settings, "models": [], "layers": [], "overhead": []}
+    result = {"machine": machine_description(device), "settings": settings, "models": [], "layers": [], "overhead": [],
+              "gemm": ([], [])}
     if "models" in settings.parts or "memory" in settings.parts:
         result["models"] = run_models(settings)
     if "layers" in settings.parts:
         result["layers"] = run_layers(settings)
     if "overhead" in settings.parts:
         result["overhead"] = run_overhead(settings)
+    if "gemm" in settings.parts:
+        result["gemm"] = run_gemm_part(settings)
     # The targets are defined at batch 1, for the official octave split (OCT.CHANNEL_MULTIPLE 1;
     # single layers always have it).
     at_target = settings.batch == 1
@@ -1065,6 +1101,11 @@ def report(result: Dict, markdown: bool = False) -> str:
                 else "operator self time (no device kernels on the CPU)")
         parts.append(f"Where the profiled call's time goes: {what} by kind, ms (ratio to the first model of the "
                      "group):\n\n" + format_table(*kinds_table(result["overhead"]), markdown))
+    if any(result.get("gemm", ([], []))):
+        from octvideo.utils.benchmark_gemm import gemm_tables
+
+        for title, header, table in gemm_tables(*result["gemm"], settings.device):
+            parts.append(f"{title} (fp32, channels-last, batch {settings.batch}):\n\n" + format_table(header, table, markdown))
     model_targets = [t for t in result["targets"] if not t.get("layer")]
     if model_targets:
         header = ["target", "value", "limit", "met", "margin", "per-round ratio IQR"]
@@ -1110,6 +1151,14 @@ def to_json(result: Dict) -> Dict:
         ],
         "targets": result["targets"],
         "overhead": [asdict(r) for r in result.get("overhead", [])],
+        "gemm": {
+            "shapes": [{"in_shape": list(r.in_shape), "weight_shape": list(r.weight_shape), "calls": r.calls,
+                        "median_ms": {"/".join(k): median_ms(v) for k, v in r.times.items()}}
+                       for r in result.get("gemm", ([], []))[0]],
+            "calls": [{"name": r.name, "mode": r.mode, "routed": r.routed,
+                       "median_ms": {k: median_ms(v) for k, v in r.times.items()}}
+                      for r in result.get("gemm", ([], []))[1]],
+        },
     }
 
 
