@@ -22,7 +22,6 @@ Only fp32 without autocast is routed: that is where the padding copy was measure
 bf16 route would be a different kernel choice. This module changes no model outside
 :func:`gemm_route`'s ``with`` block.
 """
-import statistics
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 
 from octvideo.layers import octconv as _octconv
 from octvideo.layers.layout import _channels_innermost
+from octvideo.utils.benchmark import _say, _train_step, interleaved_times, median_ms
 
 # The route patched by gemm_route: the module attributes every octave and plain convolution
 # of the models calls through (conv_nd in forward, conv_nd_backward in the custom backward
@@ -181,8 +181,6 @@ def run_gemm(settings, models: Dict[str, torch.nn.Module], x: torch.Tensor, targ
     """Both measurements for ``models`` (built, on the device, in channels-last memory, fp32)
     on input ``x``: per-shape rows and whole-call rows. ``settings`` is the benchmark's
     :class:`octvideo.utils.benchmark.Settings` (device, repeats, warmup, modes, progress)."""
-    from octvideo.utils.benchmark import _say, _train_step, interleaved_times
-
     device = torch.device(settings.device)
     variants = gemm_variants(device)
     # Which 1x1 convolutions each model's training step runs (the forward; the backward of the
@@ -224,7 +222,7 @@ def run_gemm(settings, models: Dict[str, torch.nn.Module], x: torch.Tensor, targ
         with torch.no_grad():
             times = interleaved_times(fns, settings.repeats, settings.warmup, device, None)
         row.times = {tuple(k.rsplit(" ", 1)): v for k, v in times.items()}
-        _say(settings, f"[gemm] {_shape_label(row)}: " + ", ".join(f"{k} {_ms(v):.3f} ms" for k, v in times.items()))
+        _say(settings, f"[gemm] {_shape_label(row)}: " + ", ".join(f"{k} {median_ms(v):.3f} ms" for k, v in times.items()))
         del xs, w, y, grad
 
     step_rows: List[GemmStepRow] = []
@@ -261,10 +259,6 @@ def _shape_label(row: GemmShapeRow) -> str:
     return f"{c} -> {row.weight_shape[0]} on {n}x" + "x".join(map(str, spatial))
 
 
-def _ms(times: Sequence[float]) -> float:
-    return statistics.median(times) * 1e3
-
-
 def gemm_tables(shape_rows: List[GemmShapeRow], step_rows: List[GemmStepRow], device: str
                 ) -> List[Tuple[str, List[str], List[List[str]]]]:
     """(title, header, rows) of the ``gemm`` part: per shape, then per model and mode."""
@@ -279,20 +273,20 @@ def gemm_tables(shape_rows: List[GemmShapeRow], step_rows: List[GemmStepRow], de
         for r in shape_rows:
             cells = [_shape_label(r), ", ".join(f"{m} {r.calls[m]}" for m in models if m in r.calls)]
             for d in ("forward", "backward"):
-                conv = _ms(r.times[("conv", d)])
+                conv = median_ms(r.times[("conv", d)])
                 cells.append(f"{conv:.3f}")
                 for v in variants:
-                    g = _ms(r.times[(v, d)])
+                    g = median_ms(r.times[(v, d)])
                     cells.append(f"{g:.3f} ({g / conv:.2f})")
             rows.append(cells)
         # Per model: the step's 1x1 convolutions summed (time per call x calls), forward + backward.
         for m in models:
-            conv = sum(r.calls.get(m, 0) * (_ms(r.times[("conv", "forward")]) + _ms(r.times[("conv", "backward")]))
+            conv = sum(r.calls.get(m, 0) * (median_ms(r.times[("conv", "forward")]) + median_ms(r.times[("conv", "backward")]))
                        for r in shape_rows)
             cells = [f"{m}: all of the step's, forward + backward", str(sum(r.calls.get(m, 0) for r in shape_rows)),
                      f"{conv:.3f}"]
             for v in variants:
-                g = sum(r.calls.get(m, 0) * (_ms(r.times[(v, "forward")]) + _ms(r.times[(v, "backward")]))
+                g = sum(r.calls.get(m, 0) * (median_ms(r.times[(v, "forward")]) + median_ms(r.times[(v, "backward")]))
                         for r in shape_rows)
                 cells.append(f"{g:.3f} ({g / conv:.2f})")
             cells += [""] * (len(header) - len(cells))
@@ -304,9 +298,9 @@ def gemm_tables(shape_rows: List[GemmShapeRow], step_rows: List[GemmStepRow], de
         header = ["model", "mode", "routed convolutions", "conv ms"] + [f"{v} route ms (ratio)" for v in variants]
         rows = []
         for r in step_rows:
-            conv = _ms(r.times["conv"])
+            conv = median_ms(r.times["conv"])
             rows.append([r.name, r.mode, str(r.routed), f"{conv:.2f}"]
-                        + [f"{_ms(r.times[v]):.2f} ({_ms(r.times[v]) / conv:.3f})" for v in variants])
+                        + [f"{median_ms(r.times[v]):.2f} ({median_ms(r.times[v]) / conv:.3f})" for v in variants])
         tables.append(("Whole calls as they are and with every 1x1 convolution routed to the matrix product "
                        "(gemm_route); the ratio is against the same model's own call", header, rows))
     return tables
